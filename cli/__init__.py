@@ -1,0 +1,4 @@
+"""The `hutch` command line."""
+
+def main() -> None:
+    print("hi")
