@@ -1,4 +1,5 @@
 """The `hutch` command line."""
 
+
 def main() -> None:
     print("hi")

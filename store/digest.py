@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import NewType, Protocol
 
 import blake3 as _blake3
-
 from hutch.store.errors import UsageError
 
 Blake3Hex = NewType("Blake3Hex", str)

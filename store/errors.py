@@ -50,7 +50,9 @@ class IntegrityError(HutchError):
 
 
 class DigestMismatch(IntegrityError):
-    def __init__(self, what: str, *, algo: str, expected: str, got: str, hint: str | None = None):
+    def __init__(
+        self, what: str, *, algo: str, expected: str, got: str, hint: str | None = None
+    ) -> None:
         self.what = what
         self.algo = algo
         self.expected = expected
@@ -71,7 +73,9 @@ class Damage:
 
 
 class DamageError(IntegrityError):
-    def __init__(self, artifact: str, damage: Sequence[Damage], *, why: str, hint: str | None):
+    def __init__(
+        self, artifact: str, damage: Sequence[Damage], *, why: str, hint: str | None
+    ) -> None:
         self.artifact = artifact
         self.damage = list(damage)
         shown = "\n".join(f"  {d.path}: {d.problem}" for d in self.damage[:20])
