@@ -17,11 +17,17 @@ Interface (the store depends on exactly this):
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from hutch.store.digest import Pin
+from hutch.store.errors import UsageError
+
+_N = TypeVar("_N", int, float)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,32 @@ class FetchOptions:
     timeout: float = 30.0  # connect timeout and read timeout between bytes
     retries: int = 5  # per url
     progress: bool = False  # a progress bar on stderr (the CLI sets this on a TTY)
+
+    @classmethod
+    def from_env(cls, timeout: float | None, retries: int | None, progress: bool) -> FetchOptions:
+        """The CLI's --timeout/--retries, else HUTCH_HTTP_TIMEOUT/_RETRIES, else the defaults."""
+        if timeout is None:
+            timeout = _from_env("HUTCH_HTTP_TIMEOUT", float, cls.timeout)
+        if retries is None:
+            retries = _from_env("HUTCH_HTTP_RETRIES", int, cls.retries)
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise UsageError(f"invalid timeout {timeout!r}: expected seconds > 0")
+        if retries < 0:
+            raise UsageError(f"invalid retries {retries!r}: expected a count >= 0")
+        return cls(timeout=timeout, retries=retries, progress=progress)
+
+
+def _from_env(name: str, kind: type[_N], default: _N) -> _N:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number of seconds"
+        raise UsageError(
+            f"invalid {name}={raw!r}: expected {what}", hint=f"unset {name} or fix its value"
+        ) from None
 
 
 @dataclass(frozen=True)

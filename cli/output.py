@@ -1,0 +1,114 @@
+"""How the CLI speaks: errors with their causes and a hint, JSON, and the exit code.
+
+    error: cannot publish object /s/objects/ab/cd: No space left on device
+    caused by: No space left on device (ENOSPC): /s/objects/ab/cd
+    hint: free space on that filesystem, or point HUTCH_STORE at one with room
+
+No traceback unless -v.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+VERBOSE = False
+
+
+def run(app: click.Command) -> int:
+    """Run the click app and turn every outcome into an exit code (spec/cli.md §Exit codes)."""
+    from hutch.store.errors import HutchError
+
+    try:
+        app.main(standalone_mode=False, prog_name="hutch")
+    except HutchError as exc:
+        report(exc)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        # `hutch ls | head`: the reader left; not an error worth a message.
+        sys.stderr.close()
+        return 0
+    except OSError as exc:
+        # An OS error no seam translated is still shown with its errno and path.
+        report(exc)
+        return 1
+    except Exception as exc:
+        report(exc, internal=True)
+        return 1
+    return 0
+
+
+def report(exc: BaseException, *, internal: bool = False) -> None:
+    from hutch.store.errors import HutchError, describe_oserror
+
+    lines = []
+    if isinstance(exc, OSError):
+        lines.append(f"error: {describe_oserror(exc)}")
+    elif internal:
+        lines.append(f"error: internal error: {type(exc).__name__}: {exc}")
+    else:
+        lines.append(f"error: {exc}")
+    seen = {id(exc)}
+    cause = _cause(exc)
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        text = describe_oserror(cause) if isinstance(cause, OSError) else _plain(cause)
+        if text:
+            lines.append(f"caused by: {text}")
+        cause = _cause(cause)
+    hint = exc.hint if isinstance(exc, HutchError) else None
+    if internal:
+        hint = "this is a bug in hutch; run with -v for the traceback and report it"
+    if hint:
+        lines.append(f"hint: {hint}")
+    if VERBOSE:
+        traceback.print_exception(exc, file=sys.stderr)
+    click.echo("\n".join(lines), err=True)
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    if exc.__cause__ is not None:
+        return exc.__cause__
+    return None if exc.__suppress_context__ else exc.__context__
+
+
+def _plain(exc: BaseException) -> str:
+    from hutch.store.errors import HutchError
+
+    if isinstance(exc, HutchError):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def info(message: str, *, quiet: bool) -> None:
+    if not quiet:
+        click.echo(message, err=True)
+
+
+def warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def use_color() -> bool:
+    return "NO_COLOR" not in os.environ and sys.stdout.isatty()

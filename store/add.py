@@ -1,0 +1,214 @@
+"""add: fetch an archive, extract it, and commit it (spec/store.md §7).
+
+The commit path reads top to bottom: resolve, lock, fetch, extract, publish
+objects, write the manifest, syncfs, one journal transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hutch.extract import Limits, Member, extract
+from hutch.fetch import Fetched, FetchOptions, fetch
+from hutch.store import faults
+from hutch.store.digest import Pin, blake3_bytes
+from hutch.store.errors import store_error
+from hutch.store.fsutil import atomic_write, syncfs
+from hutch.store.journal import ArtifactRecord, LogRecord, Txn
+from hutch.store.layout import Layout
+from hutch.store.manifest import Entry, Manifest, Source
+from hutch.store.store import Store, source_url
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    source: str  # URL or local path
+    pin: Pin | None = None
+    name: str | None = None
+    mirrors: Sequence[str] = ()
+    fetch: FetchOptions = field(default_factory=FetchOptions)
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    artifact: str
+    fetched: bool  # False when the store already had it
+    digests: dict[str, str]
+
+
+def add(store: Store, request: AddRequest) -> AddResult:
+    url = source_url(request.source)
+    key = str(request.pin) if request.pin else f"url:{url}"
+
+    # 1. Already here? Then nothing is downloaded.
+    found = _lookup(store, key)
+    if found is not None:
+        return _existing(store, found, request, url)
+    store.require_writable("add an artifact")
+
+    # 2. Single flight: one process downloads, the others wait and reuse.
+    with store.lock(f"source-{blake3_bytes(key.encode())[:32]}"):
+        found = _lookup(store, key)
+        if found is not None:
+            return _existing(store, found, request, url)
+        try:
+            return _fetch_and_commit(store, request, url)
+        except BaseException as exc:
+            store.log(LogRecord.now("add", "failed", detail=f"{url}: {_oneline(exc)}"))
+            raise
+
+
+def _fetch_and_commit(store: Store, request: AddRequest, url: str) -> AddResult:
+    layout = store.layout
+    with store.staging("add", url) as stage:
+        # 3. Fetch into staging, hashing; the pin is checked before extraction.
+        archive = stage / "archive"
+        got = fetch([url, *request.mirrors], archive, pin=request.pin, options=request.fetch)
+        faults.point("add.fetched")
+        aid = got.digests["blake3"]
+        if _lookup(store, f"blake3:{aid}") is not None:
+            return _existing(store, aid, request, url, got.digests)
+
+        # 4. Extract: blobs hashed while written, with their final object modes.
+        blobs = stage / "blobs"
+        blobs.mkdir()
+        members = extract(archive, blobs, limits=request.limits, display=url)
+        faults.point("add.extracted")
+        manifest = _manifest(members, got, url)
+
+        # gc must not delete objects that are published but not yet referenced.
+        with store.lock("gc", shared=True):
+            # 5. Publish objects: rename, never copy; keep intact existing objects.
+            _publish(layout, members)
+            faults.point("add.published")
+
+            # 6. The manifest file, from which the journal can be rebuilt.
+            canonical = manifest.canonical_bytes()
+            mid = blake3_bytes(canonical)
+            path = layout.manifest_path(mid)
+            try:
+                if not path.exists():
+                    atomic_write(path, canonical, mode=0o444, durable=False)
+                # 7. One syncfs makes every object and the manifest durable at once.
+                syncfs(layout.root)
+            except OSError as exc:
+                raise store_error("write the manifest", path, exc) from exc
+            faults.point("add.synced")
+
+            # 8. One write transaction: the artifact becomes visible whole, or not at all.
+            record = _record(aid, mid, manifest, got, request)
+            store.journal.write(lambda txn: _commit(txn, record, manifest, canonical))
+            faults.point("add.committed")
+    return AddResult(aid, fetched=True, digests=got.digests)
+
+
+def _manifest(members: list[Member], got: Fetched, url: str) -> Manifest:
+    entries = [
+        Entry(path=m.path, type=m.kind)
+        if m.kind == "dir"
+        else Entry(path=m.path, type="symlink", target=m.target)
+        if m.kind == "symlink"
+        else Entry(path=m.path, type="file", size=m.size, exec_=m.executable, digest=m.digest)
+        for m in members
+    ]
+    return Manifest(source=Source(urls=[url], size=got.size, digests=got.digests), entries=entries)
+
+
+def _publish(layout: Layout, members: list[Member]) -> None:
+    for m in members:
+        if m.blob is None or m.digest is None:
+            continue
+        target = layout.object_path(m.digest + (".x" if m.executable else ""))
+        try:
+            existing = os.stat(target)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and existing.st_size == m.size:
+            os.unlink(m.blob)  # intact already: keep the inode installs may share
+            continue
+        try:
+            os.rename(m.blob, target)
+        except FileNotFoundError:
+            # A cleaner removed the fan-out directory; it only costs a mkdir.
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            os.rename(m.blob, target)
+        except OSError as exc:
+            raise store_error("publish object", target, exc) from exc
+
+
+def _record(
+    aid: str, mid: str, manifest: Manifest, got: Fetched, request: AddRequest
+) -> ArtifactRecord:
+    now = time.time()
+    files = manifest.files
+    return ArtifactRecord(
+        id=aid,
+        manifest=mid,
+        urls=list(dict.fromkeys([*manifest.source.urls, *request.mirrors])),
+        digests=got.digests,
+        size=got.size,
+        names=[request.name] if request.name else [],
+        files=len(files),
+        bytes=sum(e.size or 0 for e in files),
+        added=now,
+        last_used=now,
+    )
+
+
+def _commit(txn: Txn, record: ArtifactRecord, manifest: Manifest, canonical: bytes) -> None:
+    txn.put_artifact(record)
+    txn.put_manifest(record.manifest, canonical)
+    for name in record.names:
+        txn.put_name(name, record.id)
+    for algo, hexdigest in record.digests.items():
+        txn.put_alias(f"{algo}:{hexdigest}", record.id)
+    for url in record.urls:
+        txn.put_alias(f"url:{url}", record.id)
+    for key in {e.object_key for e in manifest.files}:
+        txn.put_ref(key, record.id)
+    txn.append_log(LogRecord.now("add", "committed", artifact=record.id, detail=record.urls[0]))
+
+
+def _lookup(store: Store, key: str) -> str | None:
+    with store.journal.read() as txn:
+        aid = txn.alias(key)
+        return aid if aid and txn.artifact(aid) else None
+
+
+def _existing(
+    store: Store, aid: str, request: AddRequest, url: str, digests: dict[str, str] | None = None
+) -> AddResult:
+    """The artifact is already here: record any new url, name or digest; download nothing."""
+    with store.journal.read() as txn:
+        record = txn.artifact(aid)
+    assert record is not None
+    new_urls = [u for u in [url, *request.mirrors] if u not in record.urls]
+    new_name = request.name and request.name not in record.names
+    new_digests = {a: h for a, h in (digests or {}).items() if a not in record.digests}
+    if (new_urls or new_name or new_digests) and store.writable:
+
+        def update(txn: Txn) -> None:
+            current = txn.artifact(aid)
+            if current is None:
+                return
+            current.urls = list(dict.fromkeys([*current.urls, *new_urls]))
+            if request.name:
+                current.names = list(dict.fromkeys([*current.names, request.name]))
+                txn.put_name(request.name, aid)
+            for u in new_urls:
+                txn.put_alias(f"url:{u}", aid)
+            current.digests = {**current.digests, **new_digests}
+            for algo, hexdigest in new_digests.items():
+                txn.put_alias(f"{algo}:{hexdigest}", aid)
+            txn.put_artifact(current)
+
+        store.journal.write(update)
+    return AddResult(aid, fetched=False, digests=record.digests)
+
+
+def _oneline(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

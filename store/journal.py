@@ -1,0 +1,313 @@
+"""The journal: hutch's LMDB index (spec/store.md §5). The only module that imports lmdb.
+
+Everything a command needs to answer "what is in this store" is read in one
+read transaction; every change is one write transaction, so the journal moves
+from one consistent state to the next or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+from hutch.store.errors import ReadOnlyStore, StoreError, store_error
+from pydantic import BaseModel, ConfigDict
+
+T = TypeVar("T")
+
+_DBS = ("artifacts", "manifests", "names", "aliases", "refs", "log")
+_INITIAL_MAP = 256 << 20
+# lmdb 3.x bundles LMDB 0.9 (data format v1) and 1.0 (format v3); they cannot
+# read each other's files. New journals are always 0.9-format, whatever
+# LMDB_DEFAULT_LIB_VERSION says, so every hutch (and mdb_stat) can read them.
+_LIB_VERSION = 0
+
+
+class ArtifactRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    manifest: str
+    urls: list[str]
+    digests: dict[str, str]
+    size: int
+    names: list[str] = []
+    files: int
+    bytes: int
+    added: float
+    last_used: float
+
+
+class LogRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int = 0
+    op: str
+    artifact: str | None = None
+    outcome: str  # committed | failed | aborted
+    detail: str | None = None
+    time: float
+    user: str
+    host: str
+    pid: int
+
+    @classmethod
+    def now(
+        cls, op: str, outcome: str, *, artifact: str | None = None, detail: str | None = None
+    ) -> LogRecord:
+        return cls(
+            op=op,
+            artifact=artifact,
+            outcome=outcome,
+            detail=detail,
+            time=time.time(),
+            user=_user(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+class Txn:
+    """One LMDB transaction with hutch's typed reads and writes."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    def _get(self, db: str, key: str) -> bytes | None:
+        value = self._txn.get(key.encode(), db=self._dbs[db])
+        return None if value is None else bytes(value)
+
+    # -- reads -------------------------------------------------------------
+    def artifact(self, artifact_id: str) -> ArtifactRecord | None:
+        raw = self._get("artifacts", artifact_id)
+        return None if raw is None else ArtifactRecord.model_validate_json(raw)
+
+    def artifacts(self) -> Iterator[ArtifactRecord]:
+        with self._txn.cursor(db=self._dbs["artifacts"]) as cur:
+            for _, raw in cur:
+                yield ArtifactRecord.model_validate_json(bytes(raw))
+
+    def artifact_ids_with_prefix(self, prefix: str) -> list[str]:
+        found = []
+        with self._txn.cursor(db=self._dbs["artifacts"]) as cur:
+            if cur.set_range(prefix.encode()):
+                for key in cur.iternext(keys=True, values=False):
+                    text = bytes(key).decode()
+                    if not text.startswith(prefix):
+                        break
+                    found.append(text)
+        return found
+
+    def manifest_bytes(self, manifest_id: str) -> bytes | None:
+        return self._get("manifests", manifest_id)
+
+    def name(self, name: str) -> str | None:
+        raw = self._get("names", name)
+        return None if raw is None else raw.decode()
+
+    def alias(self, key: str) -> str | None:
+        raw = self._get("aliases", key)
+        return None if raw is None else raw.decode()
+
+    def is_referenced(self, object_key: str) -> bool:
+        prefix = object_key.encode() + b"\0"
+        with self._txn.cursor(db=self._dbs["refs"]) as cur:
+            return bool(cur.set_range(prefix)) and bytes(cur.key()).startswith(prefix)
+
+    def referenced_objects(self) -> set[str]:
+        with self._txn.cursor(db=self._dbs["refs"]) as cur:
+            return {bytes(k).split(b"\0", 1)[0].decode() for k in cur.iternext(values=False)}
+
+    def log(self, limit: int | None = None) -> list[LogRecord]:
+        """The newest ``limit`` records, oldest first."""
+        out: list[LogRecord] = []
+        with self._txn.cursor(db=self._dbs["log"]) as cur:
+            for _, raw in cur.iterprev():
+                out.append(LogRecord.model_validate_json(bytes(raw)))
+                if limit is not None and len(out) >= limit:
+                    break
+        out.reverse()
+        return out
+
+    # -- writes ------------------------------------------------------------
+    def _put(self, db: str, key: str, value: bytes) -> None:
+        self._txn.put(key.encode(), value, db=self._dbs[db])
+
+    def put_artifact(self, record: ArtifactRecord) -> None:
+        self._put("artifacts", record.id, record.model_dump_json().encode())
+
+    def put_manifest(self, manifest_id: str, canonical: bytes) -> None:
+        self._put("manifests", manifest_id, canonical)
+
+    def put_name(self, name: str, artifact_id: str) -> None:
+        self._put("names", name, artifact_id.encode())
+
+    def put_alias(self, key: str, artifact_id: str) -> None:
+        self._put("aliases", key, artifact_id.encode())
+
+    def put_ref(self, object_key: str, artifact_id: str) -> None:
+        self._put("refs", f"{object_key}\0{artifact_id}", b"")
+
+    def append_log(self, record: LogRecord) -> int:
+        db = self._dbs["log"]
+        with self._txn.cursor(db=db) as cur:
+            seq = struct.unpack(">Q", cur.key())[0] + 1 if cur.last() else 1
+        record.seq = seq
+        self._txn.put(struct.pack(">Q", seq), record.model_dump_json().encode(), db=db)
+        return seq
+
+    def delete_artifact(self, record: ArtifactRecord, object_keys: list[str]) -> None:
+        aid = record.id.encode()
+        self._txn.delete(aid, db=self._dbs["artifacts"])
+        for name in record.names:
+            if self.name(name) == record.id:
+                self._txn.delete(name.encode(), db=self._dbs["names"])
+        with self._txn.cursor(db=self._dbs["aliases"]) as cur:
+            doomed = [bytes(k) for k, v in cur if bytes(v) == aid]
+        for alias in doomed:
+            self._txn.delete(alias, db=self._dbs["aliases"])
+        for obj in object_keys:
+            self._txn.delete(f"{obj}\0{record.id}".encode(), db=self._dbs["refs"])
+        still_used = any(a.manifest == record.manifest for a in self.artifacts())
+        if not still_used:
+            self._txn.delete(record.manifest.encode(), db=self._dbs["manifests"])
+
+
+# One Environment per path per process (LMDB forbids opening the same env twice
+# in a process), and never inherited across fork: the child drops the parent's
+# handles without closing them, since closing would release the parent's locks.
+_ENVS: dict[str, lmdb.Environment] = {}
+os.register_at_fork(after_in_child=_ENVS.clear)
+
+
+class Journal:
+    def __init__(self, env: lmdb.Environment, path: Path, *, readonly: bool) -> None:
+        self._env = env
+        self.path = path
+        self.readonly = readonly
+        self._dbs = {name: env.open_db(name.encode(), create=not readonly) for name in _DBS}
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False, mode: int = 0o644) -> Journal:
+        """Open (creating when writable) the journal at ``path``.
+
+        A store the user cannot write is opened read-only and without LMDB's
+        lock file, which needs write access (spec/store.md §5).
+        """
+        key = os.path.realpath(path)
+        env = _ENVS.get(key)
+        if env is None:
+            try:
+                env = _open_env(path, readonly=readonly, mode=mode)
+            except lmdb.Error as exc:
+                raise StoreError(
+                    f"cannot open the journal at {path}: {exc}",
+                    path=path,
+                    op="open journal",
+                    hint="run `hutch doctor`; `hutch doctor --rebuild` rebuilds it from the "
+                    "manifest files",
+                ) from exc
+            _ENVS[key] = env
+        return cls(env, path, readonly=readonly)
+
+    @staticmethod
+    def exists(path: Path) -> bool:
+        return (path / "data.mdb").exists()
+
+    def close(self) -> None:
+        key = os.path.realpath(self.path)
+        env = _ENVS.pop(key, None)
+        if env is not None:
+            env.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        try:
+            txn = self._env.begin(write=False)
+        except lmdb.MapResizedError:
+            # Another process grew the map; adopt its size.
+            self._env.set_mapsize(0)
+            txn = self._env.begin(write=False)
+        try:
+            yield Txn(txn, self._dbs)
+        finally:
+            txn.abort()
+
+    def write(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn`` in one write transaction and commit; grow the map and rerun if full."""
+        if self.readonly:
+            raise ReadOnlyStore(
+                f"the journal at {self.path} is read-only for this user",
+                path=self.path,
+                op="write journal",
+                hint="ask the store's owner to run this, or use a store you can write (--store)",
+            )
+        for _ in range(8):
+            try:
+                txn = self._env.begin(write=True)
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)
+                continue
+            try:
+                result = fn(Txn(txn, self._dbs))
+                txn.commit()
+            except lmdb.MapFullError:
+                txn.abort()
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+                continue
+            except lmdb.Error as exc:
+                txn.abort()
+                raise _translate(exc, self.path) from exc
+            except BaseException:
+                txn.abort()
+                raise
+            return result
+        raise StoreError(f"the journal at {self.path} cannot grow", path=self.path)
+
+
+def _open_env(path: Path, *, readonly: bool, mode: int) -> lmdb.Environment:
+    if not readonly:
+        try:
+            path.mkdir(mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise store_error("create the journal directory", path, exc) from exc
+    existing = (path / "data.mdb").exists()
+    env = lmdb.open(
+        str(path),
+        map_size=_INITIAL_MAP,
+        max_dbs=len(_DBS) + 2,
+        readonly=readonly,
+        lock=not readonly,
+        mode=mode,
+        # Appending to the map keeps the file sparse and lets it grow; the
+        # commit itself stays fully durable (sync=True, metasync=True).
+        create=not readonly,
+        lib_version=-1 if existing else _LIB_VERSION,  # -1: the file says
+    )
+    if not readonly:
+        # Clear reader slots left by processes that were killed mid-read.
+        env.reader_check()
+    return env
+
+
+def _translate(exc: lmdb.Error, path: Path) -> StoreError:
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code:
+        return store_error("write the journal", path, OSError(code, os.strerror(code), str(path)))
+    return StoreError(f"journal error at {path}: {exc}", path=path, op="write journal")

@@ -1,0 +1,159 @@
+"""Store: an opened store directory: its layout, journal, and recovery on open."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from hutch.store.digest import Pin, is_blake3_hex
+from hutch.store.errors import ReadOnlyStore, UsageError
+from hutch.store.journal import ArtifactRecord, Journal, LogRecord, Txn
+from hutch.store.layout import Layout, Modes, init
+from hutch.store.lock import FileLock
+from hutch.store.manifest import Manifest
+from hutch.store.staging import staging, sweep
+
+_URL = re.compile(r"^(https?|file)://", re.IGNORECASE)
+
+
+def default_root(option: str | None = None) -> Path:
+    """--store, else $HUTCH_STORE, else the platform's user cache dir + hutch."""
+    if option:
+        return Path(option).expanduser().absolute()
+    env = os.environ.get("HUTCH_STORE")
+    if env:
+        return Path(env).expanduser().absolute()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("hutch"))
+
+
+def source_url(source: str) -> str:
+    """An http(s)/file URL as given; a local path as its absolute file:// URL."""
+    if _URL.match(source):
+        return source
+    return Path(source).expanduser().absolute().as_uri()
+
+
+@dataclass
+class Store:
+    layout: Layout
+    journal: Journal
+    modes: Modes
+    writable: bool
+
+    @classmethod
+    def open(cls, root: Path, *, create: bool = True) -> Store:
+        """Open the store at ``root``: create it if needed, recover what crashes left.
+
+        A store this user cannot write is opened read-only: installs of intact
+        artifacts work, anything that must write says so (spec/permissions.md).
+        """
+        layout = Layout.at(root)
+        if create and not layout.config.exists() and _can_create(root):
+            init(layout, Modes())
+        modes = Modes.load(layout)
+        writable = os.access(root, os.W_OK) and os.access(layout.objects, os.W_OK)
+        journal_writable = _journal_writable(layout.journal)
+        readonly = not (writable and journal_writable)
+        if readonly and not Journal.exists(layout.journal):
+            raise ReadOnlyStore(
+                f"the store at {root} has no journal and this user cannot create one",
+                path=layout.journal,
+                op="open journal",
+                hint="ask the store's owner to run `hutch doctor --rebuild`",
+            )
+        rebuild_needed = not readonly and not Journal.exists(layout.journal)
+        journal = Journal.open(layout.journal, readonly=readonly, mode=modes.file)
+        store = cls(layout, journal, modes, writable=not readonly)
+        if not readonly:
+            store._recover(rebuild=rebuild_needed)
+        return store
+
+    def _recover(self, *, rebuild: bool) -> None:
+        if rebuild and any(self.layout.manifests.glob("*.json")):
+            from hutch.store.rebuild import rebuild as do_rebuild
+
+            do_rebuild(self)
+        aborted = sweep(self.layout.staging)
+        if aborted:
+            self.journal.write(lambda txn: [txn.append_log(r) for r in aborted])
+
+    # -- helpers every verb uses -------------------------------------------
+    def require_writable(self, what: str) -> None:
+        if not self.writable:
+            raise ReadOnlyStore(
+                f"cannot {what}: the store at {self.layout.root} is read-only for this user",
+                path=self.layout.root,
+                op=what,
+                hint="ask the store's owner (or a member of its group) to run this, "
+                "or use a store you can write with --store",
+            )
+
+    @contextmanager
+    def staging(self, op: str, detail: str) -> Iterator[Path]:
+        with staging(self.layout.staging, op, detail) as path:
+            yield path
+
+    def lock(self, name: str, *, shared: bool = False) -> FileLock:
+        return FileLock(self.layout.locks / f"{name}.lock", shared=shared, mode=self.modes.file)
+
+    def log(self, record: LogRecord) -> None:
+        if self.writable:
+            self.journal.write(lambda txn: txn.append_log(record))
+
+    def manifest(self, txn: Txn, record: ArtifactRecord) -> Manifest:
+        raw = txn.manifest_bytes(record.manifest)
+        if raw is None:
+            raw = self.layout.manifest_path(record.manifest).read_bytes()
+        return Manifest.parse(raw)
+
+    def resolve(self, txn: Txn, ref: str) -> ArtifactRecord | None:
+        """An artifact by id, unique id prefix (≥ 8 hex), pinned digest, URL or name."""
+        aid: str | None = None
+        lowered = ref.lower()
+        if is_blake3_hex(lowered):
+            aid = lowered
+        elif _URL.match(ref):
+            aid = txn.alias(f"url:{ref}")
+        elif re.fullmatch(r"[0-9a-f]{8,63}", lowered):
+            matches = txn.artifact_ids_with_prefix(lowered)
+            if len(matches) > 1:
+                raise UsageError(
+                    f"id prefix {ref!r} is ambiguous: {len(matches)} artifacts match",
+                    hint="give more hex digits",
+                )
+            aid = matches[0] if matches else txn.name(ref)
+        elif ":" in ref or re.match(r"^(sha256|sha512|blake3)-", ref):
+            pin = Pin.parse(ref)
+            aid = txn.alias(str(pin))
+        else:
+            aid = txn.name(ref)
+        return txn.artifact(aid) if aid else None
+
+    def get(self, txn: Txn, ref: str) -> ArtifactRecord:
+        record = self.resolve(txn, ref)
+        if record is None:
+            raise UsageError(
+                f"no artifact {ref!r} in the store at {self.layout.root}",
+                hint="`hutch ls` lists what the store has; `hutch add URL` adds it",
+            )
+        return record
+
+
+def _can_create(root: Path) -> bool:
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    return os.access(probe, os.W_OK)
+
+
+def _journal_writable(path: Path) -> bool:
+    if path.exists():
+        files = [path / "data.mdb", path / "lock.mdb"]
+        return os.access(path, os.W_OK) and all(os.access(f, os.W_OK) for f in files if f.exists())
+    return os.access(path.parent, os.W_OK)
