@@ -253,9 +253,11 @@ def _resolve_or_add(
 
 def _register() -> None:
     # Imported here, not at the top, so each command module can use `app`'s helpers.
-    from hutch.cli import inspect
+    from hutch.cli import admin, inspect, maintain
 
+    admin.register(app)
     inspect.register(app)
+    maintain.register(app)
 
 
 _register()

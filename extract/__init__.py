@@ -19,11 +19,14 @@ Interface (the store depends on exactly this):
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from hutch.store.digest import Blake3Hex
+from hutch.store.errors import UsageError
 
 Kind = Literal["file", "dir", "symlink"]
 
@@ -40,6 +43,72 @@ class Limits:
     # zeros is ~1000:1. The ratio is only enforced past ``ratio_grace`` bytes.
     max_ratio: int = 200
     ratio_grace: int = 256 << 20
+
+    @classmethod
+    def from_env(cls, max_unpacked: int | None = None, max_entries: int | None = None) -> Limits:
+        """Limits from CLI values, else ``HUTCH_MAX_UNPACKED`` / ``HUTCH_MAX_ENTRIES``.
+
+        An explicit max_unpacked is the user's own bound for archives they
+        trust, so it also lifts the ratio check up to that size (the ratio
+        check is what refuses high-ratio archives under the default).
+        """
+        default = cls()
+        if max_unpacked is None and (env := os.environ.get("HUTCH_MAX_UNPACKED")):
+            max_unpacked = parse_size(env, what="HUTCH_MAX_UNPACKED")
+        if max_entries is None and (env := os.environ.get("HUTCH_MAX_ENTRIES")):
+            max_entries = parse_count(env, what="HUTCH_MAX_ENTRIES")
+        unpacked = default.max_unpacked if max_unpacked is None else max_unpacked
+        return cls(
+            max_unpacked=unpacked,
+            max_entries=default.max_entries if max_entries is None else max_entries,
+            ratio_grace=default.ratio_grace
+            if max_unpacked is None
+            else max(default.ratio_grace, unpacked),
+        )
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "m": 1 << 20,
+    "g": 1 << 30,
+    "t": 1 << 40,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(text: str, *, what: str = "size") -> int:
+    """``"2GiB"`` -> 2147483648. K/M/G/T and KiB.. are powers of 1024, KB.. of 1000."""
+    m = _SIZE.fullmatch(text)
+    unit = _UNITS.get(m.group(2).lower()) if m else None
+    if m is None or unit is None:
+        raise UsageError(
+            f"invalid {what} {text!r}",
+            hint="give bytes or a number with a unit: 500MiB, 2GiB, 1.5G, 10GB",
+        )
+    value = int(float(m.group(1)) * unit) if "." in m.group(1) else int(m.group(1)) * unit
+    if value <= 0:
+        raise UsageError(f"invalid {what} {text!r}: must be positive", hint="e.g. 2GiB")
+    return value
+
+
+def parse_count(text: str, *, what: str = "count") -> int:
+    try:
+        value = int(text.strip().replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise UsageError(f"invalid {what} {text!r}", hint="give a positive whole number")
+    return value
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,9 @@ def download(urls: Sequence[str], dest: Path, *, pin: Pin | None, options: Fetch
     policy = RetryPolicy.from_env(options.retries)
     algos = ["blake3", "sha256", *([pin.algo] if pin is not None else [])]
     failures: list[_UrlFailed] = []
+    sink = _Sink(dest, algos)
     try:
-        with _Sink(dest, algos) as sink, progress_bar(options.progress) as bar:
+        with sink, progress_bar(options.progress) as bar:
             for url in urls:
                 try:
                     return _from_url(url, sink, pin=pin, options=options, policy=policy, bar=bar)
@@ -61,11 +62,12 @@ def download(urls: Sequence[str], dest: Path, *, pin: Pin | None, options: Fetch
         error, cause = _failure(urls, failures)
         raise error from cause
     except BaseException:
-        # The caller removes its staging directory; a partial file is ours to remove.
+        # The caller removes its staging directory, but a partial file is ours: no
+        # half-written archive is left for anything to mistake for a whole one.
         try:
             os.unlink(dest)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # the error being raised is the one the user needs
         raise
 
 
@@ -88,8 +90,7 @@ def _from_url(
             if not verdict.transient or attempt >= policy.attempts:
                 raise _UrlFailed(url, attempt, verdict, exc) from exc
             wait = policy.delay(attempt, verdict.retry_after)
-            log.info("%s: %s; retrying in %.1f s (attempt %d of %d)", url, verdict.reason, wait,
-                     attempt + 1, policy.attempts)  # fmt: skip
+            log.info("%s: %s; retrying in %.1f s", url, verdict.reason, wait)
             time.sleep(wait)
             continue
 
@@ -196,7 +197,7 @@ class _Sink:
                 raise store_error("write", self.dest, err) from err
 
 
-@dataclass
+@dataclass(eq=False)  # exceptions compare (and hash) by identity
 class _UrlFailed(Exception):
     """Every attempt at one url failed; ``cause`` is the last attempt's error."""
 

@@ -7,6 +7,7 @@ from one consistent state to the next or not at all.
 
 from __future__ import annotations
 
+import errno as _errno
 import os
 import pwd
 import socket
@@ -14,6 +15,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -134,6 +136,19 @@ class Txn:
         with self._txn.cursor(db=self._dbs["refs"]) as cur:
             return {bytes(k).split(b"\0", 1)[0].decode() for k in cur.iternext(values=False)}
 
+    def refs(self) -> Iterator[tuple[str, str]]:
+        """Every reference as (object key, artifact id), in key order."""
+        with self._txn.cursor(db=self._dbs["refs"]) as cur:
+            for key in cur.iternext(values=False):
+                obj, _, aid = bytes(key).partition(b"\0")
+                yield obj.decode(), aid.decode()
+
+    def log_newest_first(self) -> Iterator[LogRecord]:
+        """The operation log from the newest record back, read lazily (filters stop early)."""
+        with self._txn.cursor(db=self._dbs["log"]) as cur:
+            for _, raw in cur.iterprev():
+                yield LogRecord.model_validate_json(bytes(raw))
+
     def log(self, limit: int | None = None) -> list[LogRecord]:
         """The newest ``limit`` records, oldest first."""
         out: list[LogRecord] = []
@@ -189,6 +204,28 @@ class Txn:
             self._txn.delete(record.manifest.encode(), db=self._dbs["manifests"])
 
 
+@dataclass(frozen=True)
+class ReaderSlot:
+    """One slot of LMDB's reader table (Journal.readers())."""
+
+    pid: int
+    thread: str
+    txnid: int | None  # the snapshot being read; None when the slot is idle
+    alive: bool  # False: the process died and the slot is stale
+
+
+def _pid_alive(pid: int) -> bool:
+    # The reader table lives in lock.mdb's shared memory, which is host-local,
+    # so every pid in it is a pid on this host.
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
 # One Environment per path per process (LMDB forbids opening the same env twice
 # in a process), and never inherited across fork: the child drops the parent's
 # handles without closing them, since closing would release the parent's locks.
@@ -225,6 +262,71 @@ class Journal:
                 ) from exc
             _ENVS[key] = env
         return cls(env, path, readonly=readonly)
+
+    @classmethod
+    def open_keeping_readers(cls, path: Path, *, mode: int = 0o644) -> Journal:
+        """Open an existing, writable journal *without* clearing stale reader slots.
+
+        open() clears them silently; `hutch doctor` opens the journal this way
+        first so it can list the slots killed processes left (readers()) and
+        report what clear_stale_readers() removed. The environment is cached
+        like open()'s, so a later open() in this process reuses it.
+        """
+        key = os.path.realpath(path)
+        env = _ENVS.get(key)
+        if env is None:
+            try:
+                # The same settings as _open_env() for an existing file.
+                env = lmdb.open(
+                    str(path),
+                    map_size=_INITIAL_MAP,
+                    max_dbs=len(_DBS) + 2,
+                    mode=mode,
+                    create=False,
+                    lib_version=-1,
+                )
+            except lmdb.Error as exc:
+                raise StoreError(
+                    f"cannot open the journal at {path}: {exc}",
+                    path=path,
+                    op="open journal",
+                    hint="`hutch doctor --rebuild` rebuilds it from the manifest files",
+                ) from exc
+            _ENVS[key] = env
+        return cls(env, path, readonly=False)
+
+    def readers(self) -> list[ReaderSlot]:
+        """LMDB's reader table: one slot per process (thread) that has read the journal.
+
+        Empty for a journal opened read-only, which runs without the lock file
+        that holds the table.
+        """
+        if self.readonly:
+            return []
+        slots = []
+        # mdb_reader_list() text: a header, then "pid thread txnid" per slot,
+        # txnid "-" when the slot is idle.
+        for line in self._env.readers().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) != 3 or not fields[0].isdigit():
+                continue
+            pid = int(fields[0])
+            txnid = int(fields[2]) if fields[2].isdigit() else None
+            slots.append(ReaderSlot(pid, fields[1], txnid, alive=_pid_alive(pid)))
+        return slots
+
+    def clear_stale_readers(self) -> int:
+        """Free the reader slots of dead processes (mdb_reader_check); how many were freed."""
+        if self.readonly:
+            return 0
+        try:
+            return int(self._env.reader_check())
+        except lmdb.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    def last_txnid(self) -> int:
+        """The id of the newest committed write transaction (how far readers may lag)."""
+        return int(self._env.info()["last_txnid"])
 
     @staticmethod
     def exists(path: Path) -> bool:
@@ -287,7 +389,8 @@ def _open_env(path: Path, *, readonly: bool, mode: int) -> lmdb.Environment:
             path.mkdir(mode=0o755, exist_ok=True)
         except OSError as exc:
             raise store_error("create the journal directory", path, exc) from exc
-    existing = (path / "data.mdb").exists()
+    # An existing journal's own format picks the engine; a new one gets ours.
+    pinned = {} if (path / "data.mdb").exists() else {"lib_version": _LIB_VERSION}
     env = lmdb.open(
         str(path),
         map_size=_INITIAL_MAP,
@@ -298,7 +401,7 @@ def _open_env(path: Path, *, readonly: bool, mode: int) -> lmdb.Environment:
         # Appending to the map keeps the file sparse and lets it grow; the
         # commit itself stays fully durable (sync=True, metasync=True).
         create=not readonly,
-        lib_version=-1 if existing else _LIB_VERSION,  # -1: the file says
+        **pinned,
     )
     if not readonly:
         # Clear reader slots left by processes that were killed mid-read.
@@ -306,8 +409,37 @@ def _open_env(path: Path, *, readonly: bool, mode: int) -> lmdb.Environment:
     return env
 
 
+# py-lmdb's errors carry no errno, only mdb_strerror()'s text ("mdb_txn_commit:
+# No space left on device"); for system errors that text is strerror(3), so
+# it maps back to the errno the CLI explains.
+_STRERROR = {os.strerror(code): code for code in _errno.errorcode}
+# LMDB turns a short write (the disk filled up mid-write) into EIO
+# (mdb_page_flush: "wres != wsize ... rc = EIO"); with less than this free on
+# the journal's filesystem an EIO is really ENOSPC.
+_NEARLY_FULL = 1 << 20
+
+
 def _translate(exc: lmdb.Error, path: Path) -> StoreError:
     code = getattr(exc, "errno", None)
-    if isinstance(code, int) and code:
+    if not (isinstance(code, int) and code):
+        text = str(exc)
+        code = next((c for t, c in _STRERROR.items() if text.endswith(f": {t}")), None)
+    if code == _errno.EIO and _free_bytes(path) < _NEARLY_FULL:
+        code = _errno.ENOSPC
+    if code:
         return store_error("write the journal", path, OSError(code, os.strerror(code), str(path)))
-    return StoreError(f"journal error at {path}: {exc}", path=path, op="write journal")
+    return StoreError(
+        f"journal error at {path}: {exc}",
+        path=path,
+        op="write journal",
+        hint="run `hutch doctor`; `hutch doctor --rebuild` rebuilds the journal from the "
+        "manifest files",
+    )
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 1 << 62  # unknown: do not guess ENOSPC
+    return st.f_bavail * st.f_frsize

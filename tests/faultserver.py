@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import http.server
 import socket
+import ssl
 import struct
 import termios
 import threading
@@ -30,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 FOREVER = -1
 
@@ -87,9 +88,14 @@ class IgnoreIfRange(Fault):
 
 @dataclass(frozen=True)
 class Change(Fault):
-    """From this request on the path serves ``data``, with a new ETag and Last-Modified."""
+    """From this request on the path serves ``data``, with a new ETag and Last-Modified.
+
+    ``same_validators`` keeps the old ones, like a server that derives its ETag from
+    something other than the content: a client that trusts If-Range then splices.
+    """
 
     data: bytes
+    same_validators: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class Recorded:
     method: str
     path: str
     headers: dict[str, str]  # header names lowercased
+    client_port: int  # the same port on two requests means one pooled connection
 
     @property
     def range(self) -> str | None:
@@ -128,9 +135,11 @@ class _Resource:
     content_type: str
     version: int = 0
 
-    def change(self, data: bytes) -> None:
+    def change(self, data: bytes, *, same_validators: bool) -> None:
         self.data = data
         self.version += 1
+        if same_validators:
+            return
         if self.etag is not None:
             self.etag = _etag(data, self.version)
         if self.last_modified is not None:
@@ -144,7 +153,8 @@ def _etag(data: bytes, version: int) -> str:
 class FaultServer:
     """A ThreadingHTTPServer on an ephemeral loopback port, in a daemon thread."""
 
-    def __init__(self, *, chunk: int = 64 * 1024) -> None:
+    def __init__(self, *, chunk: int = 64 * 1024, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: a server-side context, to serve https:// with its certificate."""
         self.chunk = chunk
         self._lock = threading.Lock()
         self._resources: dict[str, _Resource] = {}
@@ -153,14 +163,21 @@ class FaultServer:
         self._closing = threading.Event()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self.scheme = "http"
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            self.scheme = "https"
+        # A short poll keeps close() (which waits for the loop to notice) quick.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def port(self) -> int:
         return int(self._httpd.server_address[1])
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def serve(
         self,
@@ -214,13 +231,16 @@ class FaultServer:
     ) -> None:
         self.close()
 
-    def _next(self, method: str, path: str, headers: dict[str, str]) -> _Resource | None:
-        """Record the request and pop this request's faults; the resource as it now stands."""
+    def _next(self, request: Recorded) -> tuple[_Resource, tuple[Fault, ...]] | None:
+        """Record the request; the resource as it now stands, and this request's faults."""
         with self._lock:
-            self._log.append(Recorded(method, path, headers))
+            self._log.append(request)
+            path = request.path
             resource = self._resources.get(path)
-            if resource is None or not resource.queue:
-                return resource
+            if resource is None:
+                return None
+            if not resource.queue:
+                return replace(resource, queue=[]), ()
             head = resource.queue[0]
             left = FOREVER if any(f.times == FOREVER for f in head) else max(f.times for f in head)
             if left == FOREVER:
@@ -231,9 +251,9 @@ class FaultServer:
                 resource.queue[0] = tuple(replace(f, times=left - 1) for f in head)
             for fault in head:
                 if isinstance(fault, Change):
-                    resource.change(fault.data)
+                    resource.change(fault.data, same_validators=fault.same_validators)
             # A snapshot: the handler must not see a Change made by a concurrent request.
-            return replace(resource, queue=list(head))
+            return replace(resource, queue=[]), head
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -261,11 +281,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _answer(self, *, body: bool) -> None:
         owner = self.server.owner
         headers = {k.lower(): v for k, v in self.headers.items()}
-        resource = owner._next(self.command, self.path, headers)
-        if resource is None:
+        port = int(self.client_address[1])
+        found = owner._next(Recorded(self.command, self.path, headers, port))
+        if found is None:
             self._status(404)
             return
-        faults = resource.queue
+        resource, faults = found
         for fault in faults:
             if isinstance(fault, Status):
                 self._status(fault.code, retry_after=fault.retry_after)
@@ -295,7 +316,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             or if_range in (resource.etag, resource.last_modified)
         )
         if wanted is not None and honour and fresh:
-            if wanted == "unsatisfiable":
+            if isinstance(wanted, str):
                 self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
                 return
             start, end = wanted
@@ -368,7 +389,7 @@ def _drain(sock: socket.socket, timeout: float = 2.0) -> None:
         time.sleep(0.001)
 
 
-def _parse_range(value: str | None, size: int) -> tuple[int, int] | str | None:
+def _parse_range(value: str | None, size: int) -> tuple[int, int] | Literal["unsatisfiable"] | None:
     """``bytes=N-`` or ``bytes=N-M`` as [start, end); "unsatisfiable"; None if absent/unknown."""
     if value is None or not value.startswith("bytes=") or "," in value:
         return None

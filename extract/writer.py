@@ -1,0 +1,165 @@
+"""The blob writer: the only code in extract/ that creates anything on disk.
+
+Every regular-file member becomes one flat file in the staging directory, named
+by a counter, written with O_CREAT|O_EXCL relative to a directory fd (so no
+member name is ever joined onto a path), hashed with blake3 while it is written,
+and given its final object mode with fchmod before close. Bytes are counted as
+they are written, and the limits are enforced on that count, never on sizes an
+archive declares.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from hutch.extract import Limits
+from hutch.store import digest
+from hutch.store.digest import Blake3Hex
+from hutch.store.errors import ArchiveError, store_error
+
+CHUNK = 1 << 20
+
+# The kernel, not the archive, decides these; O_NOFOLLOW and O_EXCL make the
+# open fail rather than follow or reuse anything that is already there.
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+Reader = Callable[[int], bytes]
+
+
+@dataclass(frozen=True)
+class Blob:
+    path: Path
+    digest: Blake3Hex
+    size: int
+
+
+def limit_error(
+    display: str, member: str | None, what: str, limit: str, value: str
+) -> ArchiveError:
+    """A limit refusal that says which limit tripped and how to raise it."""
+    flags = {
+        "max_unpacked": "--max-unpacked SIZE or HUTCH_MAX_UNPACKED",
+        "max_ratio": "--max-unpacked SIZE or HUTCH_MAX_UNPACKED (the ratio limit only "
+        "applies past the grace amount, which grows with it)",
+        "max_entries": "--max-entries N or HUTCH_MAX_ENTRIES",
+    }[limit]
+    return ArchiveError(
+        display,
+        f"{what} exceeds the {limit} limit ({value}); possible decompression bomb",
+        member=member,
+        hint=f"if you trust this archive, raise the limit with {flags}",
+    )
+
+
+class Budget:
+    """Counts bytes against Limits. One per archive, shared by writer and decoders."""
+
+    def __init__(self, limits: Limits, archive_size: int, display: str) -> None:
+        self.limits = limits
+        self.display = display
+        self.written = 0
+        self.decoded = 0
+        # Past the grace amount, output may be at most max_ratio times the
+        # archive's size on disk: a real archive cannot compress better than
+        # its content allows, a bomb of zeros compresses ~1000:1 (gzip) or
+        # ~30000:1 (zstd).
+        self.ratio_cap = max(limits.ratio_grace, limits.max_ratio * archive_size)
+        self.entries = 0
+
+    def _check(self, total: int, what: str, member: str | None) -> None:
+        if total > self.limits.max_unpacked:
+            raise limit_error(
+                self.display, member, what, "max_unpacked", f"{self.limits.max_unpacked} bytes"
+            )
+        if total > self.ratio_cap:
+            raise limit_error(
+                self.display,
+                member,
+                what,
+                "max_ratio",
+                f"{self.limits.max_ratio}x the archive size past "
+                f"{self.limits.ratio_grace} bytes = {self.ratio_cap} bytes",
+            )
+
+    def add_written(self, n: int, member: str | None) -> None:
+        self.written += n
+        self._check(self.written, "unpacked size", member)
+
+    def add_decoded(self, n: int) -> None:
+        """Bytes a decompressor produced, file data or not (tar headers, padding)."""
+        self.decoded += n
+        # Tar headers and padding can triple a tree of tiny files, so only the
+        # ratio (not max_unpacked, which is about files) bounds the raw stream.
+        if self.decoded > self.ratio_cap:
+            raise limit_error(
+                self.display,
+                None,
+                "decompressed stream",
+                "max_ratio",
+                f"{self.limits.max_ratio}x the archive size past "
+                f"{self.limits.ratio_grace} bytes = {self.ratio_cap} bytes",
+            )
+
+    def add_entry(self, member: str) -> None:
+        self.entries += 1
+        if self.entries > self.limits.max_entries:
+            raise limit_error(
+                self.display,
+                member,
+                "number of entries",
+                "max_entries",
+                f"{self.limits.max_entries} entries",
+            )
+
+
+class BlobWriter:
+    """Writes member contents as flat blob files into ``staging``."""
+
+    def __init__(self, staging: Path, budget: Budget) -> None:
+        self.staging = staging
+        self.budget = budget
+        self._count = 0
+        try:
+            self._dirfd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise store_error("open staging directory", staging, exc) from exc
+
+    def close(self) -> None:
+        os.close(self._dirfd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, member: str, read: Reader, *, executable: bool) -> Blob:
+        """Copy ``read(CHUNK)`` until it returns b"" into a new blob; hash and count."""
+        self._count += 1
+        name = f"{self._count:08x}"
+        path = self.staging / name
+        hasher = digest.new("blake3")
+        size = 0
+        try:
+            fd = os.open(name, _FLAGS, 0o600, dir_fd=self._dirfd)
+        except OSError as exc:
+            raise store_error("create blob", path, exc) from exc
+        try:
+            while data := read(CHUNK):
+                n = len(data)
+                self.budget.add_written(n, member)
+                view = memoryview(data)
+                hasher.update(view)
+                while view:
+                    view = view[os.write(fd, view) :]
+                size += n
+            os.fchmod(fd, 0o555 if executable else 0o444)
+        except OSError as exc:
+            raise store_error("write blob", path, exc) from exc
+        finally:
+            os.close(fd)
+        return Blob(path, Blake3Hex(hasher.hexdigest()), size)

@@ -1,0 +1,229 @@
+"""The zip (and wheel) reader: zipfile parses, hutch checks and writes.
+
+zipfile trusts the central directory and reads data through it, so on its own
+it accepts archives other tools read differently. Before any member is written
+hutch checks every entry's local header against its central record (name,
+method, sizes, CRC), that no two entries' byte ranges overlap (the overlapping
+"non-recursive" zip bomb, Fifield 2019, fixed in CPython only from 3.11.8 as
+gh-109858 / CVE-2024-0450), and that the declared sizes fit the limits. The
+declared sizes are an upper bound, not a trusted value: zipfile never returns
+more than ``file_size`` bytes, and a member that ends short or fails its CRC is
+refused. This module is the seam where zipfile's exceptions become ArchiveError.
+"""
+
+from __future__ import annotations
+
+import itertools
+import stat
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from hutch.extract import Member
+from hutch.extract.checks import Tree
+from hutch.extract.writer import Blob, BlobWriter, limit_error
+from hutch.store.errors import ArchiveError
+
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_EOCD = b"PK\x05\x06"
+_MAX32 = 0xFFFFFFFF
+_SUPPORTED = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
+_UNIX = 3  # create_system of zips made on Unix; only then is external_attr a mode
+_FLAG_ENCRYPTED = 0x1
+_FLAG_DESCRIPTOR = 0x8
+_FLAG_UTF8 = 0x800
+
+
+@dataclass(frozen=True)
+class _Plan:
+    info: zipfile.ZipInfo
+    raw: str
+    rel: str
+    kind: str  # "file" or "dir"
+    executable: bool
+
+
+def _zip64_sizes(extra: bytes) -> tuple[int | None, int | None]:
+    """(uncompressed, compressed) from a local header's ZIP64 extra field, if any."""
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4 : pos + 4 + size]
+        if tag == 1:
+            usize = int.from_bytes(body[0:8], "little") if len(body) >= 8 else None
+            csize = int.from_bytes(body[8:16], "little") if len(body) >= 16 else None
+            return usize, csize
+        pos += 4 + size
+    return None, None
+
+
+class _ZipUnpacker:
+    def __init__(self, f: BinaryIO, zf: zipfile.ZipFile, writer: BlobWriter, size: int) -> None:
+        self.f = f
+        self.zf = zf
+        self.writer = writer
+        self.budget = writer.budget
+        self.display = writer.budget.display
+        self.size = size
+        self.tree = Tree(self.display)
+
+    def refuse(self, member: str | None, reason: str) -> ArchiveError:
+        return ArchiveError(self.display, reason, member=member)
+
+    def check_end(self) -> None:
+        # zipfile searches the last 64 KiB for the end record, so bytes after it
+        # are silently ignored; other readers may find a different directory.
+        tail = 22 + len(self.zf.comment)
+        self.f.seek(self.size - tail)
+        if self.f.read(4) != _EOCD:
+            raise self.refuse(None, "trailing data after the zip end-of-central-directory record")
+
+    def local_end(self, info: zipfile.ZipInfo, raw: str) -> int:
+        """Check the local header against the central record; return where its data ends."""
+        self.f.seek(info.header_offset)
+        head = self.f.read(_LOCAL.size)
+        if len(head) != _LOCAL.size or head[:4] != b"PK\x03\x04":
+            raise self.refuse(raw, "central directory points at no local header")
+        _sig, _ver, flags, method, _t, _d, crc, csize, usize, nlen, xlen = _LOCAL.unpack(head)
+        name = self.f.read(nlen)
+        extra = self.f.read(xlen)
+        central = raw.encode("utf-8" if info.flag_bits & _FLAG_UTF8 else "cp437")
+        if name != central:
+            raise self.refuse(raw, f"local header names {name!r}, central directory {central!r}")
+        if method != info.compress_type:
+            raise self.refuse(
+                raw, f"local header method {method} differs from central {info.compress_type}"
+            )
+        if not flags & _FLAG_DESCRIPTOR:
+            if _MAX32 in (csize, usize):
+                u64, c64 = _zip64_sizes(extra)
+                usize = u64 if usize == _MAX32 and u64 is not None else usize
+                csize = c64 if csize == _MAX32 and c64 is not None else csize
+            if (crc, csize, usize) != (info.CRC, info.compress_size, info.file_size):
+                raise self.refuse(
+                    raw,
+                    "local header disagrees with the central directory "
+                    f"(crc/compressed/size {crc:08x}/{csize}/{usize} vs "
+                    f"{info.CRC:08x}/{info.compress_size}/{info.file_size})",
+                )
+        end: int = info.header_offset + _LOCAL.size + nlen + xlen + info.compress_size
+        # A data descriptor (crc + two sizes) follows the data when flag bit 3 is set.
+        return end + (12 if flags & _FLAG_DESCRIPTOR else 0)
+
+    def plan(self) -> list[_Plan]:
+        infos = self.zf.infolist()
+        ranges: list[tuple[int, int, str]] = []
+        declared = 0
+        plans: list[_Plan] = []
+        for info in infos:
+            raw = info.orig_filename
+            self.budget.add_entry(raw)
+            if info.flag_bits & _FLAG_ENCRYPTED:
+                raise self.refuse(raw, "encrypted entries are not supported")
+            if info.compress_type not in _SUPPORTED:
+                raise self.refuse(raw, f"unsupported compression method {info.compress_type}")
+            mode = info.external_attr >> 16 if info.create_system == _UNIX else 0
+            ftype = stat.S_IFMT(mode)
+            if ftype == stat.S_IFLNK:
+                raise self.refuse(raw, "zip symlinks are not allowed (their target is file data)")
+            if ftype not in (0, stat.S_IFREG, stat.S_IFDIR):
+                raise self.refuse(raw, "device, FIFO or socket entries are not allowed")
+            ranges.append((info.header_offset, self.local_end(info, raw), raw))
+            rel = self.tree.name(raw)
+            if raw.endswith("/"):
+                if info.file_size:
+                    raise self.refuse(raw, "directory entry carries data")
+                if rel is not None:
+                    self.tree.add_dir(raw, rel)
+                continue
+            if rel is None:
+                raise self.refuse(raw, "entry names the extraction root itself")
+            self.tree.claim(raw, rel, "file")
+            declared += info.file_size
+            plans.append(_Plan(info, raw, rel, "file", executable=bool(mode & 0o111)))
+        self.check_overlaps(ranges)
+        limits = self.budget.limits
+        # Declared sizes bound what zipfile can return, so a zip that cannot fit
+        # is refused before a byte is written.
+        if declared > limits.max_unpacked:
+            raise limit_error(
+                self.display, None, "declared unpacked size", "max_unpacked",
+                f"{limits.max_unpacked} bytes",
+            )  # fmt: skip
+        if declared > self.budget.ratio_cap:
+            raise limit_error(
+                self.display, None, "declared unpacked size", "max_ratio",
+                f"{limits.max_ratio}x the archive size past {limits.ratio_grace} bytes "
+                f"= {self.budget.ratio_cap} bytes",
+            )  # fmt: skip
+        return plans
+
+    def check_overlaps(self, ranges: list[tuple[int, int, str]]) -> None:
+        ranges.sort()
+        for (_s1, end1, name1), (start2, _e2, name2) in itertools.pairwise(ranges):
+            if start2 < end1:
+                raise self.refuse(
+                    name2, f"entry overlaps {name1!r} (overlapping entries: a zip bomb)"
+                )
+        if ranges and ranges[-1][1] > self.zf.start_dir:
+            raise self.refuse(ranges[-1][2], "entry data overlaps the central directory")
+
+    def write(self, p: _Plan) -> Blob:
+        with self.zf.open(p.info) as src:
+            blob = self.writer.write(p.raw, src.read, executable=p.executable)
+        if blob.size != p.info.file_size:
+            raise self.refuse(
+                p.raw, f"size {blob.size} differs from the declared {p.info.file_size}"
+            )
+        return blob
+
+    def run(self) -> list[Member]:
+        plans = self.plan()
+        self.check_end()
+        for p in plans:
+            self.tree.add_file(p.rel, _translated(self, p), executable=p.executable)
+        return self.tree.members()
+
+
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+)
+
+
+def _translated(u: _ZipUnpacker, p: _Plan) -> Blob:
+    try:
+        return u.write(p)
+    except _ZIP_ERRORS as exc:
+        raise u.refuse(p.raw, f"corrupt member: {exc}") from exc
+    except OSError as exc:
+        if exc.errno is None:  # bz2/lzma report corrupt data as a bare OSError
+            raise u.refuse(p.raw, f"corrupt member: {exc}") from exc
+        raise
+
+
+def unpack_zip(f: BinaryIO, size: int, writer: BlobWriter) -> list[Member]:
+    display = writer.budget.display
+    try:
+        zf = zipfile.ZipFile(f)
+    except (*_ZIP_ERRORS, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise ArchiveError(display, f"corrupt zip archive: {exc}") from exc
+    with zf:
+        try:
+            return _ZipUnpacker(f, zf, writer, size).run()
+        except _ZIP_ERRORS as exc:
+            raise ArchiveError(display, f"corrupt zip archive: {exc}") from exc
