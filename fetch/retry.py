@@ -46,7 +46,8 @@ class TransferError(AttemptFailed):
     def __init__(
         self, url: str, *, stage: str, timeout: float, connect_timeout: bool = False
     ) -> None:
-        super().__init__(f"{stage} of {url} failed")
+        during = " while reading the body" if stage == "body" else ""
+        super().__init__(f"GET {url} failed{during}")
         self.url = url
         self.stage = stage
         self.timeout = timeout
@@ -142,8 +143,14 @@ def classify(exc: BaseException) -> Verdict:
     if (mismatch := first(DigestMismatch)) is not None:
         return Verdict(False, f"digest mismatch ({mismatch.algo}:{mismatch.got[:16]}...)")
     if (cert := first(ssl.SSLCertVerificationError)) is not None:
-        why = cert.verify_message or cert.reason or str(cert)
+        why = getattr(cert, "verify_message", None) or _ssl_reason(cert)
         return Verdict(False, f"TLS certificate verification failed: {why}")
+    if (cut := first(ssl.SSLEOFError) or first(ssl.SSLSyscallError)) is not None:
+        # The TLS stream was cut (an overloaded server, a middlebox): the network's doing.
+        return Verdict(True, f"TLS connection closed unexpectedly ({_ssl_reason(cut)})")
+    if (tls := first(ssl.SSLError)) is not None:
+        # A protocol or version mismatch (https to a plain-http port): a retry will not fix it.
+        return Verdict(False, f"TLS error: {_ssl_reason(tls)}")
     if (status := first(HttpStatus)) is not None:
         return Verdict(status.status in RETRY_STATUSES, str(status), status.retry_after)
     if (unsupported := first(Unsupported)) is not None:
@@ -184,6 +191,11 @@ def classify(exc: BaseException) -> Verdict:
         # the network's doing, not the file's: the next attempt resumes.
         return Verdict(True, f"connection broken: {chain[-1]}")
     return Verdict(False, str(chain[-1]) or type(chain[-1]).__name__)
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    # ``reason`` is set only on errors the ssl module raised itself.
+    return str(getattr(exc, "reason", None) or exc)
 
 
 def _errno_text(exc: OSError) -> str:

@@ -276,14 +276,14 @@ class Journal:
         env = _ENVS.get(key)
         if env is None:
             try:
-                # The same settings as _open_env() for an existing file.
+                # The same settings as _open_env() for an existing file, whose
+                # own format picks the engine (no lib_version).
                 env = lmdb.open(
                     str(path),
                     map_size=_INITIAL_MAP,
                     max_dbs=len(_DBS) + 2,
                     mode=mode,
                     create=False,
-                    lib_version=-1,
                 )
             except lmdb.Error as exc:
                 raise StoreError(

@@ -68,7 +68,9 @@ def refs_of(txn: Txn, artifact_ids: set[str]) -> dict[str, list[str]]:
     return out
 
 
-def remove(txn: Txn, record: ArtifactRecord, object_keys: list[str], *, op: str, detail: str) -> None:
+def remove(
+    txn: Txn, record: ArtifactRecord, object_keys: list[str], *, op: str, detail: str
+) -> None:
     """Delete one artifact's journal entries and log it (shared by rm and gc)."""
     txn.delete_artifact(record, object_keys)
     txn.append_log(LogRecord.now(op, "committed", artifact=record.id, detail=detail))

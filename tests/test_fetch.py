@@ -522,6 +522,14 @@ def unpack_after_reset() -> None:
         raise RuntimeError("failed to unpack member") from exc
 
 
+def test_classify_tls_version_mismatch_is_permanent(server: FaultServer) -> None:
+    """§Retry table: https:// to a plain-http port is a TLS error no retry will fix."""
+    url = server.serve("/a", DATA).replace("http://", "https://")
+    verdict = classify(raw_requests_failure(url))
+    assert not verdict.transient
+    assert verdict.reason.startswith("TLS error")
+
+
 def test_classify_buried_and_constructed_causes(tmp_path: Path) -> None:
     """§Retry table: causes under unrelated wrappers, DNS, statuses, local files, digests."""
     # The uv failure (astral-sh/uv#14171): a reset under an extraction error.
@@ -548,6 +556,7 @@ def test_classify_buried_and_constructed_causes(tmp_path: Path) -> None:
 
     assert classify(HttpStatus(503, "Service Unavailable", retry_after=7.0)).retry_after == 7.0
     assert not classify(HttpStatus(501, "Not Implemented")).transient
+    assert classify(OSError("wrapper", ssl.SSLEOFError(8, "EOF occurred"))).transient
     assert classify(ShortBody(10, 20)).transient
     assert classify(BadRange("x")).transient
 

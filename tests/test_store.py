@@ -342,3 +342,51 @@ def _blake3(path: Path) -> str:
 def test_zip_fixture_sanity(wheels: list[Path]) -> None:
     with zipfile.ZipFile(wheels[0]) as z:
         assert len(z.namelist()) > 100
+
+
+def test_http_add_twice_downloads_once_and_heals_over_http(
+    hutch: Hutch, sdist: Path, tmp_path: Path
+) -> None:
+    """cli.md add + store.md §10: a present artifact is not re-downloaded; healing re-fetches."""
+    from faultserver import FaultServer
+
+    data = sdist.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    with FaultServer() as srv:
+        url = srv.serve("/std.tar.gz", data)
+        aid = hutch.ok("add", url, "--digest", f"sha256:{sha}").strip()
+        assert hutch.ok("add", url, "--digest", f"sha256:{sha}").strip() == aid
+        assert hutch.ok("add", url).strip() == aid
+        assert len(srv.requests_for("/std.tar.gz")) == 1
+        for p in objects(hutch.store)[::50]:
+            p.unlink()
+        hutch.ok("install", url, tmp_path / "d", "--digest", f"sha256:{sha}")
+        assert len(srv.requests_for("/std.tar.gz")) == 2  # the heal
+    assert tree(tmp_path / "d") == tree(_gnu_tar(sdist, tmp_path / "gnu"))
+
+
+def test_concurrent_adds_of_one_artifact_download_it_once(hutch: Hutch, sdist: Path) -> None:
+    """store.md §8: two adds of the same source at once: one downloads, the other reuses."""
+    from faultserver import FaultServer, Stall
+
+    data = sdist.read_bytes()
+    with FaultServer() as srv:
+        # The first response stalls mid-body, so both processes overlap in time.
+        url = srv.serve("/std.tar.gz", data, faults=[Stall(at=len(data) // 2, seconds=1.0)])
+        procs = [
+            subprocess.Popen(
+                [*_cmd(hutch), "add", url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=hutch.env,
+            )
+            for _ in range(3)
+        ]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], outs
+        assert len({o[0] for o in outs}) == 1
+        fresh = [r for r in srv.requests_for("/std.tar.gz") if r.range is None]
+        assert len(fresh) == 1  # one download from byte 0; the rest is its resume
+    log = json.loads(hutch.ok("log", "--json"))
+    assert [r["op"] for r in log if r["outcome"] == "committed"] == ["add"]
