@@ -89,9 +89,10 @@ class Tree:
                 # hutch keeps no directory metadata.
                 entry.explicit = True
                 return
-            if entry.explicit:
-                raise self.refuse(raw, "duplicate entry")
-            raise self.refuse(raw, f"{rel!r} is both a file and a directory")
+            if "dir" in (entry.kind, kind):
+                other = kind if entry.kind == "dir" else entry.kind
+                raise self.refuse(raw, f"{rel!r} is both a {other} and a directory")
+            raise self.refuse(raw, "duplicate entry")
         self._fold(rel, raw)
         self._entries[rel] = _Entry(kind, explicit=True)
 

@@ -187,8 +187,8 @@ class _GuardedTarInfo(tarfile.TarInfo):
     """A TarInfo whose header parse first checks what tarfile is about to trust."""
 
     @classmethod
-    def fromtarfile(cls, tarfile: tarfile.TarFile) -> _GuardedTarInfo:
-        stream = tarfile.fileobj
+    def fromtarfile(cls, tf: tarfile.TarFile) -> _GuardedTarInfo:
+        stream = tf.fileobj
         assert isinstance(stream, _Stream)
         block = stream.peek(BLOCK)
         stream.last_header = block
@@ -199,7 +199,7 @@ class _GuardedTarInfo(tarfile.TarInfo):
                 problem = _pax_problem(body, is_global=block[156:157] == tarfile.XGLTYPE)
                 if problem is not None:
                     raise ArchiveError(stream.display, problem)
-        return super().fromtarfile(tarfile)
+        return super().fromtarfile(tf)
 
 
 def _has_surrogates(text: str) -> bool:
@@ -342,6 +342,7 @@ def unpack_tar(
             what = "empty or truncated tar"
         raise ArchiveError(budget.display, f"{what}{inner}")
     try:
+        stream.meta_budget = _META_MAX  # the constructor parses the first header
         tf = tarfile.TarFile(
             fileobj=stream,  # type: ignore[arg-type]
             mode="r",

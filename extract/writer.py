@@ -158,8 +158,12 @@ class BlobWriter:
                     view = view[os.write(fd, view) :]
                 size += n
             os.fchmod(fd, 0o555 if executable else 0o444)
-        except OSError as exc:
-            raise store_error("write blob", path, exc) from exc
-        finally:
+        except BaseException as exc:
             os.close(fd)
+            # A partial blob is never left behind, not even in private staging.
+            os.unlink(name, dir_fd=self._dirfd)
+            if isinstance(exc, OSError):
+                raise store_error("write blob", path, exc) from exc
+            raise
+        os.close(fd)
         return Blob(path, Blake3Hex(hasher.hexdigest()), size)

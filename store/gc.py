@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hutch.store.errors import HutchError, store_error
+from hutch.store.errors import HutchError, StoreError, store_error
 from hutch.store.journal import ArtifactRecord, LogRecord, Txn
 from hutch.store.rm import refs_of, remove
 from hutch.store.staging import sweep
@@ -71,9 +71,21 @@ class GcResult:
 def gc(store: Store, options: GcOptions) -> GcResult:
     if not options.dry_run:
         store.require_writable("collect garbage")
+    with store.journal.read() as txn:
+        blank = next(txn.log_newest_first(), None) is None
+        plan = _plan(store, txn, options, time.time())
+    if blank and next(_manifest_files(store.layout.manifests), None) is not None:
+        # Every real journal has history (adds, rebuilds); an empty one beside
+        # manifest files was replaced or truncated, and gc would take its
+        # ignorance for garbage and delete the whole store.
+        raise StoreError(
+            f"the journal at {store.layout.journal} is empty but the store has manifest files; "
+            "refusing to collect garbage",
+            path=store.layout.journal,
+            op="gc",
+            hint="run `hutch doctor --rebuild` to re-index the manifest files first",
+        )
     try:
-        with store.journal.read() as txn:
-            plan = _plan(store, txn, options, time.time())
         # 1. Expire artifacts (a dry run only plans).
         expired = plan if options.dry_run else _expire(store, plan)
         # 2-3. Unreferenced objects and orphan manifest files.
@@ -99,9 +111,7 @@ def _plan(store: Store, txn: Txn, options: GcOptions, now: float) -> list[Expire
     if options.max_age is not None:
         cutoff = now - options.max_age
         expired += [
-            Expired(r, f"unused since {_iso(r.last_used)} (max age {options.max_age:g} s)")
-            for r in records
-            if r.last_used < cutoff
+            Expired(r, f"unused since {_iso(r.last_used)}") for r in records if r.last_used < cutoff
         ]
     if options.max_size is not None:
         gone = {e.record.id for e in expired}

@@ -8,6 +8,7 @@ from one consistent state to the next or not at all.
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import os
 import pwd
 import socket
@@ -389,20 +390,19 @@ def _open_env(path: Path, *, readonly: bool, mode: int) -> lmdb.Environment:
             path.mkdir(mode=0o755, exist_ok=True)
         except OSError as exc:
             raise store_error("create the journal directory", path, exc) from exc
-    # An existing journal's own format picks the engine; a new one gets ours.
-    pinned = {} if (path / "data.mdb").exists() else {"lib_version": _LIB_VERSION}
-    env = lmdb.open(
+    open_env = functools.partial(
+        lmdb.open,
         str(path),
         map_size=_INITIAL_MAP,
         max_dbs=len(_DBS) + 2,
         readonly=readonly,
         lock=not readonly,
         mode=mode,
-        # Appending to the map keeps the file sparse and lets it grow; the
-        # commit itself stays fully durable (sync=True, metasync=True).
         create=not readonly,
-        **pinned,
     )
+    # An existing journal's own format picks the engine; a new one gets ours.
+    exists = (path / "data.mdb").exists()
+    env = open_env() if exists else open_env(lib_version=_LIB_VERSION)
     if not readonly:
         # Clear reader slots left by processes that were killed mid-read.
         env.reader_check()

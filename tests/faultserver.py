@@ -165,7 +165,11 @@ class FaultServer:
         self._httpd.owner = self
         self.scheme = "http"
         if tls is not None:
-            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            try:
+                self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            except BaseException:
+                self._httpd.server_close()
+                raise
             self.scheme = "https"
         # A short poll keeps close() (which waits for the loop to notice) quick.
         self._thread = threading.Thread(
@@ -243,11 +247,9 @@ class FaultServer:
                 return replace(resource, queue=[]), ()
             head = resource.queue[0]
             left = FOREVER if any(f.times == FOREVER for f in head) else max(f.times for f in head)
-            if left == FOREVER:
-                pass
-            elif left <= 1:
+            if left != FOREVER and left <= 1:
                 resource.queue.pop(0)
-            else:
+            elif left != FOREVER:
                 resource.queue[0] = tuple(replace(f, times=left - 1) for f in head)
             for fault in head:
                 if isinstance(fault, Change):
