@@ -216,11 +216,15 @@ def install(
     start = time.perf_counter()
     result = do_install(store, record, dest.absolute(), options)
     healed = f", repaired {result.repaired} damaged file(s) first" if result.repaired else ""
+    # One line, each link mode and each fallback cause said once (spec/install.md §3):
+    # `... 2373 files (2370 hardlink, 3 copy; hardlink refused: EPERM x3 — ...) in 0.41 s`
     output.info(
         f"installed {record.id[:12]} into {dest}: {result.files} files "
         f"({result.summary}){healed} in {time.perf_counter() - start:.2f} s",
         quiet=ctx.quiet,
     )
+    for warning in result.warnings:
+        output.warn(warning)
 
 
 def _resolve_or_add(

@@ -169,7 +169,7 @@ def _term(text: str) -> Condition:
     if key in ("name", "url", "id") and op in ("=", "!="):
         return _glob(text, key, value, negate=op == "!=")
     if key in ("size", "unique") and op in (">", "<"):
-        limit = parse_size(value, what=f"size in --filter {text!r}")
+        limit = parse_size(value, what=f"--filter term {text!r}: size")
 
         def sized(r: ArtifactRecord, u: Usage, now: float) -> bool:
             del now
@@ -178,7 +178,7 @@ def _term(text: str) -> Condition:
 
         return Condition(text, sized)
     if key in ("unused", "age") and op in (">", "<"):
-        span = parse_duration(value, what=f"duration in --filter {text!r}")
+        span = parse_duration(value, what=f"--filter term {text!r}: duration")
 
         def aged(r: ArtifactRecord, u: Usage, now: float) -> bool:
             del u
@@ -353,11 +353,11 @@ def _ls_json(record: ArtifactRecord, use: Usage) -> dict[str, Any]:
 
 
 def _ls_table(rows: list[ArtifactRecord], use: dict[str, Usage], now: float) -> None:
-    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(no_color=not output.use_color(), highlight=False)
+    # NO_COLOR: no escapes at all (rich alone would still print bold and dim).
+    console = Console(color_system="auto" if output.use_color() else None, highlight=False)
     # No box and one space between columns: the table fits 80 columns, and only
     # NAME gives way (with an ellipsis) on a narrow terminal.
     table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold")

@@ -9,10 +9,8 @@ No traceback unless -v.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from typing import Any
 
 import click
@@ -22,13 +20,8 @@ VERBOSE = False
 
 def run(app: click.Command) -> int:
     """Run the click app and turn every outcome into an exit code (spec/cli.md §Exit codes)."""
-    from hutch.store.errors import HutchError
-
     try:
         app.main(standalone_mode=False, prog_name="hutch")
-    except HutchError as exc:
-        report(exc)
-        return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
@@ -44,14 +37,24 @@ def run(app: click.Command) -> int:
         # `hutch ls | head`: the reader left; not an error worth a message.
         sys.stderr.close()
         return 0
-    except OSError as exc:
+    except Exception as exc:
+        return _failed(exc)
+    return 0
+
+
+def _failed(exc: Exception) -> int:
+    # Imported only now: `hutch --version` and `--help` never need the error tree.
+    from hutch.store.errors import HutchError
+
+    if isinstance(exc, HutchError):
+        report(exc)
+        return exc.exit_code
+    if isinstance(exc, OSError):
         # An OS error no seam translated is still shown with its errno and path.
         report(exc)
         return 1
-    except Exception as exc:
-        report(exc, internal=True)
-        return 1
-    return 0
+    report(exc, internal=True)
+    return 1
 
 
 def report(exc: BaseException, *, internal: bool = False) -> None:
@@ -78,6 +81,8 @@ def report(exc: BaseException, *, internal: bool = False) -> None:
     if hint:
         lines.append(f"hint: {hint}")
     if VERBOSE:
+        import traceback
+
         traceback.print_exception(exc, file=sys.stderr)
     click.echo("\n".join(lines), err=True)
 
@@ -98,6 +103,8 @@ def _plain(exc: BaseException) -> str:
 
 
 def emit_json(data: Any) -> None:
+    import json
+
     click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
 
 

@@ -14,7 +14,11 @@ Interface (the store depends on exactly this):
 - Raises ArchiveError (exit 5) naming the archive (``display``, else the
   path), the member and the reason; OSErrors while writing (ENOSPC, EACCES)
   become StoreError via hutch.store.errors.store_error. On any error the
-  caller removes ``staging``.
+  caller removes ``staging`` (a partly written blob is already gone).
+
+Also here: ``Limits.from_env`` (the CLI's --max-unpacked/--max-entries and
+HUTCH_MAX_UNPACKED/HUTCH_MAX_ENTRIES) and ``parse_size("2GiB")``. The full
+contract, refusal list and limit arithmetic are in spec/extract.md.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class Limits:
     max_entries: int = 1_000_000
     # Real archives (even CUDA wheels) compress well under 20:1; a gzip bomb of
     # zeros is ~1000:1. The ratio is only enforced past ``ratio_grace`` bytes.
+    # With these, a 2 GiB-of-zeros gzip bomb (2.0 MiB) stops at 405 MiB
+    # written; the arithmetic is in spec/extract.md §Limits.
     max_ratio: int = 200
     ratio_grace: int = 256 << 20
 

@@ -24,7 +24,7 @@ from hutch.store.fsutil import UnsafePath, fold_key, safe_relpath
 _MAX_SYMLINK_HOPS = 40
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     kind: Kind
     explicit: bool  # named by an archive entry, not only implied by a child's path
@@ -44,7 +44,12 @@ class Tree:
 
     def name(self, raw: str) -> str | None:
         """``raw`` as a safe relative path; None for the root itself ("./")."""
-        if raw and not raw.startswith("/") and all(p in ("", ".") for p in raw.split("/")):
+        if (
+            not raw.strip("./")  # cheap filter; ".." also passes it, hence the exact test
+            and raw
+            and not raw.startswith("/")
+            and all(p in ("", ".") for p in raw.split("/"))
+        ):
             # GNU tar archives made with `tar -C dir .` start with "./": it names
             # the extraction root, which already exists.
             return None

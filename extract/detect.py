@@ -57,12 +57,14 @@ def is_tar(head: bytes) -> bool:
 
 
 def describe(head: bytes) -> str:
-    """A short guess at what a non-archive is, for the refusal message."""
+    """What a non-archive looks like, as a noun phrase for the refusal message."""
     text = head[:256].lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
-        return "an HTML/XML page, not an archive (a login or error page served instead?)"
+        return "an HTML/XML page (a login or error page served instead?)"
     if text.startswith((b"{", b"[")):
-        return "JSON, not an archive"
+        return "JSON"
     if not head:
-        return "an empty file, not an archive"
-    return f"not a recognised archive (starts with {head[:8].hex(' ')})"
+        return "an empty file"
+    if not head.strip(b"\0"):
+        return "only zero bytes"
+    return f"data starting with {head[:8].hex(' ')}"

@@ -12,7 +12,7 @@ Where tarfile's reading differs from GNU tar's, GNU tar wins:
   "BSD tar uses the convention that a slash suffix means a directory"); tarfile
   only does this for typeflag '\\0', not '0';
 - tarfile silently stops at a corrupt header or a missing end marker; hutch
-  checks the end of the archive itself (see ``_check_end``).
+  checks the end of the archive itself (see ``check_end``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import tarfile
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from hutch.extract import Member
 from hutch.extract.checks import Tree
@@ -204,8 +204,12 @@ class _GuardedTarInfo(tarfile.TarInfo):
 
 def _has_surrogates(text: str) -> bool:
     # tarfile decodes names as UTF-8 with surrogateescape: a lone surrogate
-    # means the bytes were not UTF-8.
-    return any("\udc80" <= c <= "\udcff" for c in text)
+    # means the bytes were not UTF-8, and strict encoding fails on exactly that.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class _TarUnpacker:
@@ -263,9 +267,10 @@ class _TarUnpacker:
         if ti.type in _FILE_TYPES:
             self.tree.claim(raw, rel, "file")
             executable = bool(ti.mode & 0o111)
-            blob = self.writer.write(raw, self.data(ti), executable=executable)
-            if blob.size != ti.size:
-                raise self.refuse(raw, f"size {blob.size} differs from the header's {ti.size}")
+            read, size = self.data(ti)
+            blob = self.writer.write(raw, read, executable=executable)
+            if blob.size != size:
+                raise self.refuse(raw, f"size {blob.size} differs from the header's {size}")
             self.tree.add_file(rel, blob, executable=executable)
         elif ti.issym():
             self.no_data(ti)
@@ -285,27 +290,52 @@ class _TarUnpacker:
             # No data follows a link header; GNU tar would read this as headers.
             raise self.refuse(ti.name, "link entry carries data")
 
-    def data(self, ti: tarfile.TarInfo) -> Callable[[int], bytes]:
+    def sparse_end(self, ti: tarfile.TarInfo, sparse: list[tuple[int, int]]) -> int:
+        """Where GNU tar's copy of a sparse file ends: the end of its last map entry.
+
+        GNU tar writes each data region and extends the file only for a final
+        zero-length entry (sparse.c: "Last block of the file is a hole"); the
+        header's real size is not used. tarfile pads to the real size instead,
+        and lists the empty slots of an old GNU header as (0, 0) entries.
+        """
+        end = 0
+        for offset, numbytes in sparse:
+            if (offset, numbytes) == (0, 0):
+                continue
+            if offset < end or numbytes < 0:
+                raise self.refuse(ti.name, "corrupt sparse map (regions overlap or go back)")
+            end = offset + numbytes
+        if end > ti.size:
+            raise self.refuse(ti.name, f"corrupt sparse map (ends at {end}, past size {ti.size})")
+        return end
+
+    def data(self, ti: tarfile.TarInfo) -> tuple[Callable[[int], bytes], int]:
+        """A reader of the member's content, and how many bytes it must yield."""
         if ti.sparse is not None:
             # tarfile maps GNU and PAX (0.0, 0.1, 1.0) sparse files; holes read as zeros.
+            # typeshed says bytes; tarfile stores (offset, numbytes) pairs.
+            sparse = cast("list[tuple[int, int]]", ti.sparse)
+            size = self.sparse_end(ti, sparse)
             ef = self.tf.extractfile(ti)
             assert ef is not None
-            return ef.read
-        stream = self.stream
-        stream.seek(ti.offset_data)
-        left = ti.size
+            source: Callable[[int], bytes] = ef.read
+        else:
+            self.stream.seek(ti.offset_data)
+            size = ti.size
+            source = self.stream.read
+        left = size
 
         def read(n: int) -> bytes:
             nonlocal left
             if left <= 0:
                 return b""
-            data = stream.read(min(n, left))
+            data = source(min(n, left))
             if not data:
                 raise self.refuse(ti.name, "truncated archive: member data ends early")
             left -= len(data)
             return data
 
-        return read
+        return read, size
 
     def check_end(self) -> None:
         """The archive must end with a zero block and nothing but zeros after it.
@@ -329,18 +359,17 @@ class _TarUnpacker:
                 raise self.refuse(None, "trailing garbage after the end of the tar archive")
 
 
-def unpack_tar(
-    f: BinaryIO, kind: Compression, writer: BlobWriter, *, head: bytes = b""
-) -> list[Member]:
+def unpack_tar(f: BinaryIO, kind: Compression, writer: BlobWriter) -> list[Member]:
+    """Extract a tar stream (``kind`` says how it is compressed) through ``writer``."""
     budget = writer.budget
     stream = _Stream(decoded(f, kind, budget), budget.display)
     first = stream.peek(BLOCK)
     if not is_tar(first):
-        inner = f" inside the {kind} stream" if kind != "none" else ""
-        what = describe(first) if kind != "none" else describe(head or first)
-        if len(first) < BLOCK and first.count(0) == len(first) and kind != "none":
-            what = "empty or truncated tar"
-        raise ArchiveError(budget.display, f"{what}{inner}")
+        # The caller checked an uncompressed tar's magic; this is what was inside
+        # a compressed stream: a gzipped HTML page, a .gz that is not a tarball.
+        raise ArchiveError(
+            budget.display, f"no tar archive inside the {kind} stream: it holds {describe(first)}"
+        )
     try:
         stream.meta_budget = _META_MAX  # the constructor parses the first header
         tf = tarfile.TarFile(

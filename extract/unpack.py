@@ -41,7 +41,9 @@ def unpack(archive: Path, staging: Path, *, limits: Limits, display: str) -> lis
                 return unpack_tar(f, kind, writer)
             if is_tar(head):
                 return unpack_tar(f, "none", writer)
-            raise ArchiveError(display, describe(head))
+            raise ArchiveError(
+                display, f"not a recognised archive (tar, zip, or compressed tar): {describe(head)}"
+            )
     except OSError as exc:
         raise store_error("read archive", archive, exc) from exc
     finally:

@@ -41,68 +41,65 @@ def limit_error(
     display: str, member: str | None, what: str, limit: str, value: str
 ) -> ArchiveError:
     """A limit refusal that says which limit tripped and how to raise it."""
-    flags = {
+    how = {
         "max_unpacked": "--max-unpacked SIZE or HUTCH_MAX_UNPACKED",
-        "max_ratio": "--max-unpacked SIZE or HUTCH_MAX_UNPACKED (the ratio limit only "
-        "applies past the grace amount, which grows with it)",
+        # Limits.from_env: an explicit size also lifts the ratio check below it.
+        "max_ratio": "--max-unpacked SIZE or HUTCH_MAX_UNPACKED (an explicit size also "
+        "allows any compression ratio up to that size)",
         "max_entries": "--max-entries N or HUTCH_MAX_ENTRIES",
     }[limit]
     return ArchiveError(
         display,
         f"{what} exceeds the {limit} limit ({value}); possible decompression bomb",
         member=member,
-        hint=f"if you trust this archive, raise the limit with {flags}",
+        hint=f"if you trust this archive, raise the limit with {how}",
     )
 
 
 class Budget:
-    """Counts bytes against Limits. One per archive, shared by writer and decoders."""
+    """Counts bytes and entries against Limits; one per archive, shared by all readers."""
 
     def __init__(self, limits: Limits, archive_size: int, display: str) -> None:
         self.limits = limits
         self.display = display
         self.written = 0
         self.decoded = 0
-        # Past the grace amount, output may be at most max_ratio times the
-        # archive's size on disk: a real archive cannot compress better than
-        # its content allows, a bomb of zeros compresses ~1000:1 (gzip) or
-        # ~30000:1 (zstd).
-        self.ratio_cap = max(limits.ratio_grace, limits.max_ratio * archive_size)
         self.entries = 0
+        # Past the grace amount, output may be at most max_ratio times the
+        # archive's size on disk: real archives compress 1.3-4x (spec/extract.md
+        # §Limits), a bomb of zeros ~1000x (gzip) to ~32000x (zstd).
+        self.ratio_cap = max(limits.ratio_grace, limits.max_ratio * archive_size)
 
-    def _check(self, total: int, what: str, member: str | None) -> None:
+    def check_unpacked(self, total: int, what: str, member: str | None) -> None:
         if total > self.limits.max_unpacked:
             raise limit_error(
                 self.display, member, what, "max_unpacked", f"{self.limits.max_unpacked} bytes"
             )
+
+    def check_ratio(self, total: int, what: str, member: str | None) -> None:
         if total > self.ratio_cap:
+            limits = self.limits
             raise limit_error(
                 self.display,
                 member,
                 what,
                 "max_ratio",
-                f"{self.limits.max_ratio}x the archive size past "
-                f"{self.limits.ratio_grace} bytes = {self.ratio_cap} bytes",
+                f"{limits.max_ratio}x the archive size past {limits.ratio_grace} bytes "
+                f"= {self.ratio_cap} bytes",
             )
 
     def add_written(self, n: int, member: str | None) -> None:
+        """Count file bytes before they are written, so a limit is never overshot."""
         self.written += n
-        self._check(self.written, "unpacked size", member)
+        self.check_unpacked(self.written, "unpacked size", member)
+        self.check_ratio(self.written, "unpacked size", member)
 
     def add_decoded(self, n: int) -> None:
-        """Bytes a decompressor produced, file data or not (tar headers, padding)."""
+        """Count decompressed bytes, file data or not (tar headers, padding, zeros)."""
         self.decoded += n
         # Tar headers and padding can triple a tree of tiny files, so only the
-        # ratio (not max_unpacked, which is about files) bounds the raw stream.
-        if self.decoded > self.ratio_cap:
-            raise limit_error(
-                self.display,
-                None,
-                "decompressed stream",
-                "max_ratio",
-                f"{self.limits.max_ratio}x the archive size past "
-                f"{self.limits.ratio_grace} bytes = {self.ratio_cap} bytes",
-            )
+        # ratio (not max_unpacked, which is about file contents) bounds the stream.
+        self.check_ratio(self.decoded, "decompressed stream", None)
 
     def add_entry(self, member: str) -> None:
         self.entries += 1

@@ -14,6 +14,7 @@ refused. This module is the seam where zipfile's exceptions become ArchiveError.
 from __future__ import annotations
 
 import itertools
+import lzma
 import stat
 import struct
 import zipfile
@@ -23,11 +24,12 @@ from typing import BinaryIO
 
 from hutch.extract import Member
 from hutch.extract.checks import Tree
-from hutch.extract.writer import Blob, BlobWriter, limit_error
+from hutch.extract.writer import Blob, BlobWriter
 from hutch.store.errors import ArchiveError
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 _EOCD = b"PK\x05\x06"
+_DESCRIPTOR = b"PK\x07\x08"
 _MAX32 = 0xFFFFFFFF
 _SUPPORTED = {
     zipfile.ZIP_STORED: "stored",
@@ -46,8 +48,25 @@ class _Plan:
     info: zipfile.ZipInfo
     raw: str
     rel: str
-    kind: str  # "file" or "dir"
     executable: bool
+
+
+def _name(info: zipfile.ZipInfo) -> tuple[str, bytes]:
+    """The entry's name, and its raw bytes as stored in the central directory.
+
+    Without the UTF-8 flag (bit 11) APPNOTE says cp437, which is how zipfile
+    decodes it; but zips made on Unix by Info-ZIP and others store UTF-8 bytes
+    without the flag, and unzip writes those bytes as they are. So bytes that
+    are valid UTF-8 are read as UTF-8, and only the rest as cp437. The raw name
+    is kept whole (zipfile's ``filename`` is cut at the first NUL).
+    """
+    if info.flag_bits & _FLAG_UTF8:
+        return info.orig_filename, info.orig_filename.encode("utf-8")
+    raw = info.orig_filename.encode("cp437")
+    try:
+        return raw.decode("utf-8"), raw
+    except UnicodeDecodeError:
+        return info.orig_filename, raw
 
 
 def _zip64_sizes(extra: bytes) -> tuple[int | None, int | None]:
@@ -85,8 +104,10 @@ class _ZipUnpacker:
         if self.f.read(4) != _EOCD:
             raise self.refuse(None, "trailing data after the zip end-of-central-directory record")
 
-    def local_end(self, info: zipfile.ZipInfo, raw: str) -> int:
+    def local_end(self, info: zipfile.ZipInfo, raw: str, central: bytes) -> int:
         """Check the local header against the central record; return where its data ends."""
+        if not 0 <= info.header_offset <= self.size - _LOCAL.size:
+            raise self.refuse(raw, "central directory points outside the archive")
         self.f.seek(info.header_offset)
         head = self.f.read(_LOCAL.size)
         if len(head) != _LOCAL.size or head[:4] != b"PK\x03\x04":
@@ -94,28 +115,43 @@ class _ZipUnpacker:
         _sig, _ver, flags, method, _t, _d, crc, csize, usize, nlen, xlen = _LOCAL.unpack(head)
         name = self.f.read(nlen)
         extra = self.f.read(xlen)
-        central = raw.encode("utf-8" if info.flag_bits & _FLAG_UTF8 else "cp437")
         if name != central:
             raise self.refuse(raw, f"local header names {name!r}, central directory {central!r}")
         if method != info.compress_type:
             raise self.refuse(
                 raw, f"local header method {method} differs from central {info.compress_type}"
             )
-        if not flags & _FLAG_DESCRIPTOR:
-            if _MAX32 in (csize, usize):
-                u64, c64 = _zip64_sizes(extra)
-                usize = u64 if usize == _MAX32 and u64 is not None else usize
-                csize = c64 if csize == _MAX32 and c64 is not None else csize
-            if (crc, csize, usize) != (info.CRC, info.compress_size, info.file_size):
-                raise self.refuse(
-                    raw,
-                    "local header disagrees with the central directory "
-                    f"(crc/compressed/size {crc:08x}/{csize}/{usize} vs "
-                    f"{info.CRC:08x}/{info.compress_size}/{info.file_size})",
-                )
+        if flags & _FLAG_ENCRYPTED:
+            raise self.refuse(raw, "encrypted entries are not supported")
+        want = (info.CRC, info.compress_size, info.file_size)
         end: int = info.header_offset + _LOCAL.size + nlen + xlen + info.compress_size
-        # A data descriptor (crc + two sizes) follows the data when flag bit 3 is set.
-        return end + (12 if flags & _FLAG_DESCRIPTOR else 0)
+        if flags & _FLAG_DESCRIPTOR:
+            # Streaming writers leave the local fields zero and put crc and sizes
+            # in a descriptor after the data; streaming readers trust it instead.
+            return self.descriptor_end(raw, end, want)
+        if _MAX32 in (csize, usize):
+            u64, c64 = _zip64_sizes(extra)
+            usize = u64 if usize == _MAX32 and u64 is not None else usize
+            csize = c64 if csize == _MAX32 and c64 is not None else csize
+        if (crc, csize, usize) != want:
+            raise self.refuse(
+                raw,
+                "local header disagrees with the central directory "
+                f"(crc/compressed/size {crc:08x}/{csize}/{usize} vs "
+                f"{info.CRC:08x}/{info.compress_size}/{info.file_size})",
+            )
+        return end
+
+    def descriptor_end(self, raw: str, start: int, want: tuple[int, int, int]) -> int:
+        """Check a data descriptor (optional signature; 4- or 8-byte sizes); return its end."""
+        self.f.seek(start)
+        data = self.f.read(24)
+        body, base = (data[4:], start + 4) if data[:4] == _DESCRIPTOR else (data, start)
+        for width, fmt in ((4, "<III"), (8, "<IQQ")):
+            size = 4 + 2 * width
+            if len(body) >= size and struct.unpack(fmt, body[:size]) == want:
+                return base + size
+        raise self.refuse(raw, "data descriptor disagrees with the central directory")
 
     def plan(self) -> list[_Plan]:
         infos = self.zf.infolist()
@@ -123,7 +159,7 @@ class _ZipUnpacker:
         declared = 0
         plans: list[_Plan] = []
         for info in infos:
-            raw = info.orig_filename
+            raw, central = _name(info)
             self.budget.add_entry(raw)
             if info.flag_bits & _FLAG_ENCRYPTED:
                 raise self.refuse(raw, "encrypted entries are not supported")
@@ -135,7 +171,7 @@ class _ZipUnpacker:
                 raise self.refuse(raw, "zip symlinks are not allowed (their target is file data)")
             if ftype not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise self.refuse(raw, "device, FIFO or socket entries are not allowed")
-            ranges.append((info.header_offset, self.local_end(info, raw), raw))
+            ranges.append((info.header_offset, self.local_end(info, raw, central), raw))
             rel = self.tree.name(raw)
             if raw.endswith("/"):
                 if info.file_size:
@@ -147,22 +183,12 @@ class _ZipUnpacker:
                 raise self.refuse(raw, "entry names the extraction root itself")
             self.tree.claim(raw, rel, "file")
             declared += info.file_size
-            plans.append(_Plan(info, raw, rel, "file", executable=bool(mode & 0o111)))
+            plans.append(_Plan(info, raw, rel, executable=bool(mode & 0o111)))
         self.check_overlaps(ranges)
-        limits = self.budget.limits
         # Declared sizes bound what zipfile can return, so a zip that cannot fit
         # is refused before a byte is written.
-        if declared > limits.max_unpacked:
-            raise limit_error(
-                self.display, None, "declared unpacked size", "max_unpacked",
-                f"{limits.max_unpacked} bytes",
-            )  # fmt: skip
-        if declared > self.budget.ratio_cap:
-            raise limit_error(
-                self.display, None, "declared unpacked size", "max_ratio",
-                f"{limits.max_ratio}x the archive size past {limits.ratio_grace} bytes "
-                f"= {self.budget.ratio_cap} bytes",
-            )  # fmt: skip
+        self.budget.check_unpacked(declared, "declared unpacked size", None)
+        self.budget.check_ratio(declared, "declared unpacked size", None)
         return plans
 
     def check_overlaps(self, ranges: list[tuple[int, int, str]]) -> None:
@@ -196,6 +222,7 @@ _ZIP_ERRORS = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
     zlib.error,
+    lzma.LZMAError,
     EOFError,
     NotImplementedError,
     RuntimeError,

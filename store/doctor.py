@@ -21,10 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from hutch.store.errors import HutchError, StoreError, store_error
+from hutch.store.errors import (
+    DiskFull,
+    HutchError,
+    LockTimeout,
+    PermissionDenied,
+    ReadOnlyStore,
+    StoreError,
+    store_error,
+)
 from hutch.store.journal import Journal, LogRecord, ReaderSlot
 from hutch.store.layout import Layout
-from hutch.store.lock import FileLock
+from hutch.store.lock import is_locked
 from hutch.store.staging import OWNER
 from hutch.store.stats import human_size, stats
 from hutch.store.store import Store
@@ -87,7 +95,12 @@ def doctor(root: Path, options: DoctorOptions | None = None) -> DoctorReport:
     # The journal: its reader table first, since opening the store clears stale slots.
     started = time.time()
     readers, broken = _readers(layout)
-    if options.rebuild and broken is not None:
+    # A full disk or a permission problem is not damage: moving the journal
+    # aside would lose names for nothing.
+    damaged = broken is not None and not isinstance(
+        broken, DiskFull | PermissionDenied | ReadOnlyStore | LockTimeout
+    )
+    if options.rebuild and damaged:
         checks.append(_move_aside(layout))
     journal_was_missing = not Journal.exists(layout.journal)
     try:
@@ -100,7 +113,7 @@ def doctor(root: Path, options: DoctorOptions | None = None) -> DoctorReport:
                 f"the store cannot be opened: {str(exc).splitlines()[0]}",
                 advice="`hutch doctor --rebuild` moves a damaged journal aside and rebuilds it "
                 "from the manifest files (names are lost; `hutch add --name` restores them)"
-                if broken is not None
+                if damaged
                 else exc.hint,
             )
         )
@@ -266,36 +279,48 @@ def filesystems(layout: Layout) -> Check:
 def permissions(layout: Layout) -> Check:
     """Can this user do everything a writer does? Names each path and missing permission."""
     problems: list[str] = []
-    dirs = [
-        layout.root,
-        layout.objects,
-        layout.manifests,
-        layout.staging,
-        layout.locks,
-        layout.journal,
-    ]
-    for path in dirs:
-        problems += _lacks(path, directory=True)
+    # A read-only mount makes every path below it unwritable: say that once.
+    read_only: set[int] = set()
+    for what, path in (("store", layout.root), ("journal", layout.journal)):
+        probe = _existing(path)
+        if _read_only_mount(probe) and _dev(probe) not in read_only:
+            read_only.add(_dev(probe))
+            problems.append(f"{probe}: the filesystem holding the {what} is mounted read-only")
+    dirs = [layout.root, layout.objects, layout.manifests, layout.staging, layout.locks]
+    dirs.append(layout.journal)
+    files = [layout.journal / "data.mdb", layout.journal / "lock.mdb"]
     fanout = sorted(p for p in _listdir(layout.objects) if len(p.name) == 2)
-    bad_fanout = [p for p in fanout if _lacks(p, directory=True)]
-    for path in bad_fanout[:5]:
-        problems += _lacks(path, directory=True)
-    if len(bad_fanout) > 5:
-        problems.append(f"... and {len(bad_fanout) - 5} more fan-out directories under objects/")
-    for name in ("data.mdb", "lock.mdb"):
-        problems += _lacks(layout.journal / name, directory=False)
+    writable_fs = [p for p in [*dirs, *fanout, *files] if _dev(_existing(p)) not in read_only]
+    bad_fanout = []
+    for path in writable_fs:
+        lacking = _lacks(path, directory=path not in files)
+        if path in fanout and lacking:
+            bad_fanout += lacking
+        else:
+            problems += lacking
+    problems += bad_fanout[:3]
+    if len(bad_fanout) > 3:
+        problems.append(f"... and {len(bad_fanout) - 3} more fan-out directories under objects/")
     who = _who()
     if not problems:
         return Check("permissions", "ok", f"{who} can read and write the whole store")
     return Check(
         "permissions",
         "error",
-        f"{who} lacks permissions it needs in the store",
+        f"{who} cannot write everything a writer must",
         problems,
         advice="fix the owner or mode of the paths above (chown/chmod), or run hutch as their "
-        "owner; a store shared by several users needs `hutch init --shared GROUP`; a read-only "
-        "filesystem needs a store elsewhere (--store)",
+        "owner; a store shared by several users needs `hutch init --shared GROUP`; on a "
+        "read-only filesystem only installs of intact artifacts work: use a store elsewhere "
+        "(--store) to add",
     )
+
+
+def _dev(path: Path) -> int:
+    try:
+        return os.stat(path).st_dev
+    except OSError:
+        return -1
 
 
 def _lacks(path: Path, *, directory: bool) -> list[str]:
@@ -311,9 +336,7 @@ def _lacks(path: Path, *, directory: bool) -> list[str]:
     missing = [name for name, bit in wanted if not os.access(path, bit)]
     if not missing:
         return []
-    why = ""
-    if "write" in missing and _read_only_mount(path):
-        why = "; the filesystem is mounted read-only"
+    why = "; its filesystem is mounted read-only" if _read_only_mount(path) else ""
     return [f"{path}: no {' or '.join(missing)} permission ({_describe(st)}){why}"]
 
 
@@ -360,45 +383,50 @@ _FEW_INODES = 1000
 
 
 def free_space(layout: Layout) -> Check:
-    seen: dict[int, str] = {}
-    details, errors, warnings = [], [], []
+    seen: set[int] = set()
+    details: list[str] = []
+    full: list[str] = []
+    low: list[str] = []
     for what, path in (("store", layout.root), ("journal", layout.journal)):
         probe = _existing(path)
         try:
             st = os.statvfs(probe)
             dev = os.stat(probe).st_dev
         except OSError as exc:
-            errors.append(f"{what} {path}: cannot statvfs: {exc.strerror}")
+            details.append(f"{what} {path}: cannot statvfs: {exc.strerror}")
             continue
         if dev in seen:
             continue
-        seen[dev] = what
+        seen.add(dev)
         free = st.f_bavail * st.f_frsize
-        total = st.f_blocks * st.f_frsize
-        line = f"{what} {probe}: {human_size(free)} free of {human_size(total)}"
-        if st.f_files:
+        line = f"{what} {probe}: {human_size(free)} free of {human_size(st.f_blocks * st.f_frsize)}"
+        if st.f_files:  # some filesystems (btrfs) have no fixed inode count
             line += f", {st.f_favail} inodes free"
         details.append(line)
         if free < _FULL or (st.f_files and st.f_favail < _FEW_INODES):
-            errors.append(line)
+            full.append(what)
         elif free < _LOW:
-            warnings.append(line)
-    if errors:
+            low.append(what)
+    where = " and ".join(full or low)
+    advice = (
+        "free space on that filesystem: `hutch gc` frees what nothing references, "
+        "`hutch gc --max-age 30d` also artifacts unused for 30 days, `--max-size SIZE` caps "
+        "the store; or move the store (--store / HUTCH_STORE)"
+    )
+    if "journal" in (full or low) and layout.journal != layout.root / "journal":
+        advice += "; the journal moves with HUTCH_JOURNAL=/other/local/path"
+    if full:
         return Check(
             "free space",
             "error",
-            "the disk is (nearly) full: adds will fail with No space left on device",
-            details + [e for e in errors if e not in details],
-            advice="free space there: `hutch gc --max-age 30d` removes artifacts unused for 30 "
-            "days and what nothing references; or move the store (--store / HUTCH_STORE)",
-        )
-    if warnings:
-        return Check(
-            "free space",
-            "warning",
-            "less than 1 GiB free",
+            f"the {where} filesystem is (nearly) full: writes will fail with "
+            "No space left on device",
             details,
-            advice="`hutch gc --max-age 30d` or `hutch gc --max-size SIZE` frees space",
+            advice=advice,
+        )
+    if low:
+        return Check(
+            "free space", "warning", f"less than 1 GiB free for the {where}", details, advice
         )
     return Check("free space", "ok", "enough free space", details)
 
@@ -450,7 +478,7 @@ def _move_aside(layout: Layout) -> Check:
         except OSError as exc:
             raise store_error("move the damaged journal aside", src, exc) from exc
         moved.append(f"{src} -> {dst}")
-    return Check("journal", "warning", "moved the damaged journal aside", moved)
+    return Check("rebuild", "warning", "moved the damaged journal aside", moved)
 
 
 def _journal(store: Store, readers: _Readers | None, *, rebuild: bool, missing: bool) -> Check:
@@ -513,14 +541,13 @@ def _interrupted(store: Store, started: float) -> Check:
     in_flight, leftover = [], []
     for path in _listdir(store.layout.staging):
         info = _op_info(path)
-        owner = FileLock(path / OWNER, timeout=0)
-        if not (path / OWNER).exists() or not owner.try_acquire():
+        # Asked, never taken: an owner may be about to lock .owner.new (staging.py).
+        if is_locked(path / OWNER) or is_locked(path / ".owner.new"):
             in_flight.append(f"{path}: in flight ({info})")
-            continue
-        owner.release()
-        # Store.open swept every staging directory whose owner it could lock;
-        # one still here with a free lock could not be removed.
-        leftover.append(f"{path}: owner gone but not removable ({info})")
+        else:
+            # Store.open swept every staging directory of a dead owner it could
+            # remove; one still here could not be (or is younger than a minute).
+            leftover.append(f"{path}: owner gone, not removed ({info})")
     details += in_flight + leftover
     if leftover:
         return Check(

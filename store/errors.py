@@ -164,7 +164,9 @@ def describe_oserror(exc: OSError) -> str:
 
 
 _HINTS = {
-    _errno.ENOSPC: "free space on that filesystem, or point HUTCH_STORE at one with room",
+    _errno.ENOSPC: "free space on that filesystem (`hutch gc` frees what nothing references; "
+    "`hutch gc --max-age 30d` also artifacts unused for 30 days), or point HUTCH_STORE (or "
+    "HUTCH_JOURNAL, for the journal) at one with room",
     _errno.EDQUOT: "your disk quota is exhausted; free space or raise the quota",
     _errno.EACCES: "check the owner and mode of that path (ls -ld); a shared store needs "
     "`hutch init --shared GROUP`",

@@ -1,7 +1,13 @@
 """install: verify, heal if needed, then link an artifact's tree into DEST atomically.
 
-spec/store.md §10-11: the tree is built beside DEST and renamed into place, so
-DEST is absent, the old tree, or the complete new tree; never anything between.
+spec/store.md §10-11, spec/install.md: the tree is built beside DEST and
+renamed into place, so DEST is absent, the old tree, or the complete new tree;
+never anything between. Nothing is left beside DEST on success or failure.
+
+    select entries (--subdir, --strip-components)
+      → verify (stat | full) → heal from the source
+      → build `.DEST.hutch-tmp-PID-RAND/` (dirs, linked files, symlinks)
+      → rename (or, with --force, exchange) → remove the old tree
 """
 
 from __future__ import annotations
@@ -10,16 +16,29 @@ import contextlib
 import ctypes
 import errno
 import os
+import pwd
 import secrets
 import shutil
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from hutch.extract import Limits
 from hutch.fetch import FetchOptions
 from hutch.store import faults
-from hutch.store.errors import Damage, DamageError, HutchError, UsageError, store_error
+from hutch.store.errors import (
+    Damage,
+    DamageError,
+    HutchError,
+    PermissionDenied,
+    StoreError,
+    UsageError,
+    describe_oserror,
+    store_error,
+)
 from hutch.store.fsutil import UnsafePath, safe_relpath
 from hutch.store.journal import ArtifactRecord, Txn
 from hutch.store.link import Linker, LinkFailed, LinkMode
@@ -27,6 +46,9 @@ from hutch.store.manifest import Entry, Manifest
 from hutch.store.repair import repair
 from hutch.store.store import Store
 from hutch.store.verify import Level, verify
+
+# Linux gives up after 40 symlinks in one lookup (path_resolution(7), ELOOP).
+_MAX_SYMLINK_HOPS = 40
 
 
 @dataclass(frozen=True)
@@ -45,7 +67,8 @@ class InstallResult:
     dest: Path
     files: int
     repaired: int  # damaged files healed before linking
-    summary: str  # link modes used and fallbacks, one line
+    summary: str  # link modes used and fallbacks with their causes, one line
+    warnings: tuple[str, ...] = ()  # the install succeeded, but something needs a look
 
 
 def install(
@@ -54,15 +77,23 @@ def install(
     with store.journal.read() as txn:
         manifest = store.manifest(txn, record)
     entries = _select(manifest.entries, options.strip_components, options.subdir)
-    if (dest.exists() or dest.is_symlink()) and not options.force:
+    replacing = dest.exists() or dest.is_symlink()
+    if replacing and not options.force:
         raise UsageError(
             f"destination {dest} already exists", hint="use --force to replace it atomically"
         )
+    if replacing:
+        _check_replaceable(dest)
     files = [e for e in entries if e.type == "file"]
     view = Manifest(source=manifest.source, entries=files)
 
-    # 1. Verify before link; heal what a cleaner or a crash damaged.
-    damage = verify(store.layout, view, options.verify)
+    # 1. Verify before link, in every link mode; heal what a cleaner or a crash
+    #    damaged. A symlink cannot notice a missing object when it is made, so
+    #    `--link symlink` always checks at least existence and size.
+    level: Level = (
+        "stat" if options.link == "symlink" and options.verify == "none" else options.verify
+    )
+    damage = verify(store.layout, view, level)
     repaired = 0
     if damage:
         _heal(store, record, manifest, damage, options)
@@ -70,17 +101,21 @@ def install(
 
     # 2. Build beside DEST. A file vanishing between verify and link (a cleaner
     #    racing us) is damage too: heal once and build again.
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise store_error("create the parent directory of", dest, exc) from exc
     _remove_dead_temps(dest)
+    warnings: list[str] = []
     for attempt in (1, 2):
         tmp = dest.with_name(f".{dest.name}.hutch-tmp-{os.getpid()}-{secrets.token_hex(4)}")
         linker = Linker(options.link)
         try:
             _build(store, tmp, entries, linker)
             faults.point("install.built")
-            _publish(tmp, dest, force=options.force)
+            warnings += _publish(tmp, dest, force=options.force)
         except FileNotFoundError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _discard(tmp)
             gone = verify(store.layout, view, "stat")
             if attempt == 2 or not gone:
                 raise store_error("install into", dest, exc) from exc
@@ -88,20 +123,17 @@ def install(
             repaired += len(gone)
             continue
         except LinkFailed as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise HutchError(
-                f"cannot install with --link {exc.mode}: {exc.strerror}",
-                hint="use --link auto to fall back to what works here",
-            ) from exc
+            _discard(tmp)
+            _link_error(exc, tmp, dest)
         except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _discard(tmp)
             raise store_error("install into", dest, exc) from exc
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _discard(tmp)
             raise
         break
     _touch(store, record.id)
-    return InstallResult(dest, len(files), repaired, linker.summary())
+    return InstallResult(dest, len(files), repaired, linker.summary(), tuple(warnings))
 
 
 def _heal(
@@ -117,33 +149,122 @@ def _heal(
         raise DamageError(record.id, left, why="still damaged after repair", hint=None)
 
 
+# -- which entries, at which paths ----------------------------------------------
 def _select(entries: list[Entry], strip: int, subdir: str | None) -> list[Entry]:
-    """The entries to install, re-rooted by --subdir and --strip-components."""
+    """The entries to install, re-rooted by --subdir, then --strip-components.
+
+    Like a build system's strip_prefix: a re-rooted tree must still be a tree
+    (no two entries at one path), and must not reach outside itself (a
+    symlink that pointed to a sibling of the subdir would now point outside DEST).
+    """
+    if not subdir and not strip:
+        return entries
+    origin = {e.path: e.path for e in entries}
+    what = []
     if subdir:
+        what.append(f"--subdir {subdir}")
         try:
-            prefix = safe_relpath(subdir) + "/"
+            base = safe_relpath(subdir)
         except UnsafePath as exc:
             raise UsageError(f"invalid --subdir {subdir!r}: {exc.reason}") from exc
+        kind = next((e.type for e in entries if e.path == base), None)
+        if kind != "dir":
+            found = (
+                f"is a {kind} in this artifact, not a directory"
+                if kind
+                else "is not in this artifact"
+            )
+            raise UsageError(
+                f"--subdir {subdir!r} {found}",
+                hint="`hutch show ARTIFACT` lists its entries",
+            )
+        prefix = base + "/"
         chosen = [
             e.model_copy(update={"path": e.path[len(prefix) :]})
             for e in entries
             if e.path.startswith(prefix)
         ]
-        if not chosen:
-            raise UsageError(f"--subdir {subdir!r} is not a directory in this artifact")
+        origin = {e.path: prefix + e.path for e in chosen}
         entries = chosen
     if strip:
-        entries = [
-            e.model_copy(update={"path": e.path.split("/", strip)[strip]})
+        what.append(f"--strip-components {strip}")
+        # Like GNU tar: the N leading components go, and entries no deeper than
+        # N (the leading directories themselves) are not installed.
+        stripped = [
+            (e.model_copy(update={"path": e.path.split("/", strip)[strip]}), origin[e.path])
             for e in entries
             if e.path.count("/") >= strip
         ]
+        entries, origin = [], {}
+        for e, was in stripped:
+            if e.path in origin:
+                if e.type == "dir" and _kind(entries, e.path) == "dir":
+                    continue  # two leading dirs with the same subdirectory: merged, like tar
+                raise UsageError(
+                    f"--strip-components {strip} puts both {origin[e.path]!r} and {was!r} "
+                    f"at {e.path!r}",
+                    hint="strip fewer components, or pick one tree with --subdir",
+                )
+            origin[e.path] = was
+            entries.append(e)
+    if not entries:
+        raise UsageError(
+            f"{' '.join(what)} leaves nothing to install", hint="`hutch show ARTIFACT` lists it"
+        )
+    # Parents before children: the build below relies on it.
+    entries.sort(key=lambda e: e.path.encode("utf-8", "surrogateescape"))
+    tree = {e.path: e for e in entries}
+    for e in entries:
+        if e.type == "symlink" and _escapes(e.path, e.target or "", tree):
+            raise UsageError(
+                f"symlink {origin[e.path]!r} -> {e.target!r} points outside what "
+                f"{' '.join(what)} installs",
+                hint="install a wider --subdir or strip fewer components",
+            )
     return entries
 
 
+def _kind(entries: list[Entry], path: str) -> str | None:
+    return next((e.type for e in reversed(entries) if e.path == path), None)
+
+
+def _escapes(link: str, target: str, tree: dict[str, Entry]) -> bool:
+    """Does ``link -> target`` resolve outside the tree's root, following its symlinks?
+
+    A lexical check is not enough: `a/b/l -> x/../..` with `a/b/x -> ../../c`
+    normalises to `a` but resolves (c, then up twice) to outside the root.
+    """
+    where = link.split("/")[:-1]
+    pending = [p for p in reversed(target.split("/")) if p not in ("", ".")]
+    hops = 0
+    while pending:
+        part = pending.pop()
+        if part == "..":
+            if not where:
+                return True
+            where.pop()
+            continue
+        where.append(part)
+        entry = tree.get("/".join(where))
+        if entry is None or entry.type == "file":
+            return False  # the kernel stops here (ENOENT, ENOTDIR): nothing further is reached
+        if entry.type == "symlink":
+            hops += 1
+            if hops > _MAX_SYMLINK_HOPS:
+                return False  # ELOOP: the kernel stops too
+            where.pop()
+            pending.extend(
+                p for p in reversed((entry.target or "").split("/")) if p not in ("", ".")
+            )
+    return False
+
+
+# -- building and publishing -----------------------------------------------------
 def _build(store: Store, root: Path, entries: list[Entry], linker: Linker) -> None:
-    os.mkdir(root, 0o755)
+    # Directories are 0755 whatever the umask (umask 077 would make them 0700,
+    # and an installed tree is meant to be used by others, e.g. a build user).
     fix_dir_modes = _umask() & 0o055
+    os.mkdir(root, 0o755)
     if fix_dir_modes:
         os.chmod(root, 0o755)
     # Sorted by path, so a directory always comes before its children; extract
@@ -177,37 +298,131 @@ def _renameat2(src: Path, dst: Path, flags: int) -> bool:
     raise OSError(err, os.strerror(err), str(src), None, str(dst))
 
 
-def _publish(tmp: Path, dest: Path, *, force: bool) -> None:
+def _publish(tmp: Path, dest: Path, *, force: bool) -> list[str]:
+    """Move the built tree to DEST; returns warnings (an old tree that would not go)."""
     if not force or not (dest.exists() or dest.is_symlink()):
         try:
             # NOREPLACE: a DEST that appeared meanwhile is refused, not taken over.
             if not _renameat2(tmp, dest, _RENAME_NOREPLACE):
-                if dest.exists():
+                if dest.exists() or dest.is_symlink():
                     raise FileExistsError(errno.EEXIST, "File exists", str(dest))
                 os.rename(tmp, dest)
         except FileExistsError as exc:
             raise UsageError(
                 f"destination {dest} already exists", hint="use --force to replace it"
             ) from exc
-        return
-    # Swap atomically, then remove the old tree (now at tmp's name).
+        return []
+    # Swap atomically, then remove the old tree (now at tmp's name). Without
+    # renameat2 (old kernels, some filesystems) there is a moment with no DEST.
+    old = tmp
     if not _renameat2(tmp, dest, _RENAME_EXCHANGE):
-        aside = tmp.with_name(tmp.name + "-old")
-        os.rename(dest, aside)
+        old = tmp.with_name(tmp.name + "-old")
+        os.rename(dest, old)
         os.rename(tmp, dest)
-        tmp = aside
     faults.point("install.swapped")
-    _rmtree(tmp)
+    try:
+        _rmtree(old)
+    except OSError as exc:
+        # DEST is already the new tree: the install succeeded. The old one stays
+        # under its temporary name, which the next install to DEST retries.
+        return [f"the old tree is left at {old}: {describe_oserror(exc)}; remove it by hand"]
+    return []
+
+
+def _check_replaceable(dest: Path) -> None:
+    """Refuse --force before changing anything if the old tree cannot be removed afterwards.
+
+    Removing a file needs write access to its directory, not to the file; a
+    directory another user owns and this user cannot write (another user's
+    install, 0755) would leave their files behind after the swap.
+    """
+    if dest.is_symlink() or not dest.is_dir():
+        return
+    me = os.geteuid()
+    for top, _dirs, _files in os.walk(dest):
+        st = os.stat(top)
+        if st.st_uid != me and not os.access(top, os.R_OK | os.W_OK | os.X_OK):
+            owner = _user_name(st.st_uid)
+            raise PermissionDenied(
+                f"cannot replace {dest}: {top} belongs to {owner} and this user cannot "
+                f"remove what is in it; nothing was changed",
+                path=top,
+                op="replace",
+                errno=errno.EACCES,
+                hint=f"ask {owner} to remove {dest}, or install somewhere else",
+            )
+
+
+def _link_error(exc: LinkFailed, tmp: Path, dest: Path) -> NoReturn:
+    """An explicit --link mode that cannot work here: raise naming the mode, file, OS error."""
+    try:
+        final = dest / exc.dst.relative_to(tmp)
+    except ValueError:
+        final = exc.dst
+    code = exc.errno or 0
+    # The OS error as it would read for the final path, not the temporary one.
+    cause = OSError(code, exc.strerror, str(exc.src), None, str(final))
+    name = errno.errorcode.get(code, str(code))
+    hint = {
+        errno.EXDEV: "hard links and reflinks cannot cross filesystems; use --link auto "
+        "(it copies where it must) or put DEST on the store's filesystem",
+        errno.EMLINK: "use --link auto, which copies the files at the link limit",
+        errno.EPERM: "the kernel refuses hard links to files you neither own nor can write "
+        "(fs.protected_hardlinks); use --link auto, which copies those files",
+    }.get(code, "use --link auto, which falls back to what works here")
+    if exc.mode == "reflink" and code == errno.EINVAL:
+        hint = "btrfs does not clone between nodatacow (chattr +C) and ordinary files; "
+        hint += "use --link auto"
+    elif exc.mode == "reflink" and code != errno.EXDEV:
+        hint = "reflinks need xfs (mkfs.xfs -m reflink=1) or btrfs; use --link auto"
+    raise StoreError(
+        f"cannot install {final} with --link {exc.mode}: {exc.strerror} ({name}): {exc.reason}",
+        path=final,
+        op=f"{exc.mode} link",
+        errno=code,
+        hint=hint,
+    ) from cause
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a half-built tree; never let that hide the error being raised."""
+    with contextlib.suppress(OSError):
+        _rmtree(tmp)
 
 
 def _rmtree(path: Path) -> None:
-    def make_writable(_func: object, p: str, _exc: object) -> None:
-        # A tree whose directories a user made read-only must still go.
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), 0o755)
-            os.unlink(p) if not os.path.isdir(p) else shutil.rmtree(p)
+    """Remove a tree, even one whose owner made some of its directories read-only."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    root = os.fspath(path)
 
-    shutil.rmtree(path, onerror=make_writable)
+    def unblock(func: Callable[..., object], p: str, exc: BaseException) -> None:
+        if isinstance(exc, FileNotFoundError):
+            return
+        inside = p.startswith(root + os.sep)
+        if not isinstance(exc, PermissionError) or not (inside or p == root):
+            raise exc
+        if func in (os.unlink, os.rmdir):
+            # Removing an entry needs a writable directory; only touch ours, inside the tree.
+            if not inside:
+                raise exc
+            os.chmod(os.path.dirname(p), 0o700)
+            func(p)
+        else:  # the directory itself could not be opened or listed
+            os.chmod(p, 0o700)
+            _remove(p, unblock)
+
+    _remove(root, unblock)
+
+
+def _remove(
+    path: str, handler: Callable[[Callable[..., object], str, BaseException], None]
+) -> None:
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=handler)
+    else:
+        shutil.rmtree(path, onerror=lambda func, p, info: handler(func, p, info[1]))
 
 
 def _remove_dead_temps(dest: Path) -> None:
@@ -222,7 +437,9 @@ def _remove_dead_temps(dest: Path) -> None:
             continue
         pid = name[len(prefix) :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
-            _rmtree(dest.parent / name)
+            # Best effort: a leftover someone else owns is not this install's problem.
+            with contextlib.suppress(OSError):
+                _rmtree(dest.parent / name)
 
 
 def _alive(pid: int) -> bool:
@@ -239,6 +456,13 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _touch(store: Store, artifact_id: str) -> None:

@@ -262,7 +262,11 @@ class Journal:
                     "manifest files",
                 ) from exc
             _ENVS[key] = env
-        return cls(env, path, readonly=readonly)
+        try:
+            # Opening the named databases of a new journal is its first write.
+            return cls(env, path, readonly=readonly)
+        except lmdb.Error as exc:
+            raise _translate(exc, path) from exc
 
     @classmethod
     def open_keeping_readers(cls, path: Path, *, mode: int = 0o644) -> Journal:
@@ -294,7 +298,10 @@ class Journal:
                     hint="`hutch doctor --rebuild` rebuilds it from the manifest files",
                 ) from exc
             _ENVS[key] = env
-        return cls(env, path, readonly=False)
+        try:
+            return cls(env, path, readonly=False)
+        except lmdb.Error as exc:
+            raise _translate(exc, path) from exc
 
     def readers(self) -> list[ReaderSlot]:
         """LMDB's reader table: one slot per process (thread) that has read the journal.
@@ -385,9 +392,16 @@ class Journal:
 
 
 def _open_env(path: Path, *, readonly: bool, mode: int) -> lmdb.Environment:
+    # A group-writable file mode means a shared store (layout.Modes): its
+    # journal directory is setgid and group-writable like every other one.
+    shared = bool(mode & 0o020)
     if not readonly:
         try:
-            path.mkdir(mode=0o755, exist_ok=True)
+            if not path.is_dir():
+                path.mkdir(mode=0o2775 if shared else 0o755, exist_ok=True)
+                if shared:
+                    # mkdir's mode went through this user's umask.
+                    os.chmod(path, 0o2775)
         except OSError as exc:
             raise store_error("create the journal directory", path, exc) from exc
     open_env = functools.partial(
@@ -404,6 +418,20 @@ def _open_env(path: Path, *, readonly: bool, mode: int) -> lmdb.Environment:
     exists = (path / "data.mdb").exists()
     env = open_env() if exists else open_env(lib_version=_LIB_VERSION)
     if not readonly:
+        if shared:
+            # LMDB creates data.mdb and lock.mdb with open(2)'s mode, which the
+            # umask filters: a member with umask 022 would leave lock.mdb 0644
+            # and every other member could then only open the journal
+            # read-only. Only the owner can chmod; files another member made
+            # were made right by that member.
+            for name in ("data.mdb", "lock.mdb"):
+                file = path / name
+                try:
+                    st = os.stat(file)
+                    if st.st_uid == os.geteuid() and st.st_mode & 0o7777 != mode:
+                        os.chmod(file, mode)
+                except OSError as exc:
+                    raise store_error("set the mode of", file, exc) from exc
         # Clear reader slots left by processes that were killed mid-read.
         env.reader_check()
     return env
@@ -424,10 +452,12 @@ def _translate(exc: lmdb.Error, path: Path) -> StoreError:
     if not (isinstance(code, int) and code):
         text = str(exc)
         code = next((c for t, c in _STRERROR.items() if text.endswith(f": {t}")), None)
+    text = os.strerror(code) if code else ""
     if code == _errno.EIO and _free_bytes(path) < _NEARLY_FULL:
         code = _errno.ENOSPC
+        text = f"{os.strerror(code)} (LMDB reports the short write as an I/O error)"
     if code:
-        return store_error("write the journal", path, OSError(code, os.strerror(code), str(path)))
+        return store_error("write the journal", path, OSError(code, text, str(path)))
     return StoreError(
         f"journal error at {path}: {exc}",
         path=path,

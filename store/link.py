@@ -1,22 +1,28 @@
 """Putting one object at one destination path: reflink, hardlink, copy or symlink.
 
 `auto` tries reflink, then hardlink, then copy, per file, and falls back only
-for the causes that mean "this way cannot work here" (spec/install.md):
+for the causes that mean "this way cannot work here" (spec/install.md §2):
 
-    reflink  → hardlink   EOPNOTSUPP, EINVAL, ENOTTY, EXDEV (no FICLONE here)
+    reflink  → hardlink   EOPNOTSUPP, ENOTTY, EINVAL (no FICLONE for these files),
+                          EXDEV (another filesystem)
     hardlink → copy       EXDEV (another filesystem), EPERM/EACCES (protected
-                          hardlinks, another owner), EMLINK (too many links)
+                          hardlinks: another user's object), EMLINK (link limit)
 
-Every other error (ENOSPC, ENOENT of the object, ...) is raised. The counts of
-modes used and of fallbacks by cause are kept for the install summary.
+Every other error (ENOSPC, ENOENT of the object, ...) is raised. An explicit
+mode that meets one of its own causes raises LinkFailed, which names the mode,
+both paths and the OS error. The modes used and the fallbacks by cause are
+counted for the install summary (``Linker.summary``), said once per install.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -24,69 +30,132 @@ LinkMode = Literal["auto", "reflink", "hardlink", "copy", "symlink"]
 MODES: tuple[LinkMode, ...] = ("auto", "reflink", "hardlink", "copy", "symlink")
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
-_NO_REFLINK = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EXDEV, errno.EBADF}
-_NO_HARDLINK = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK}
-# Causes that hold for a whole filesystem: once seen, stop trying that way.
-_FS_WIDE = {errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EXDEV}
+# Why each way can fail for reasons that are about *where*, not about a bug.
+_CANNOT = {
+    "reflink": {errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.EXDEV},
+    "hardlink": {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK},
+    # Some filesystems (vfat, some FUSE) have no symlinks.
+    "symlink": {errno.EPERM, errno.EOPNOTSUPP},
+    "copy": set(),
+}
+# Causes that hold for every file of this install (the same two filesystems):
+# once seen, stop trying that way, so an ext4 install pays for one failed
+# FICLONE, not one per file.
+_FS_WIDE = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.EXDEV}
+_ORDER = ("reflink", "hardlink", "copy", "symlink")
+_Fill = Callable[[int, int], object]
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """One reason a way of linking was refused: `hardlink`, `EPERM`, and why."""
+
+    way: str
+    errno: str
+    reason: str
+    fs_wide: bool
 
 
 class LinkFailed(OSError):
     """An explicit link mode that cannot work here; carries the mode and the OS cause."""
 
-    def __init__(self, mode: str, exc: OSError) -> None:
-        super().__init__(exc.errno, exc.strerror, exc.filename, None, exc.filename2)
+    def __init__(self, mode: str, exc: OSError, src: Path, dst: Path) -> None:
+        super().__init__(exc.errno, exc.strerror, str(src), None, str(dst))
         self.mode = mode
+        self.src = src
+        self.dst = dst
+        self.reason = _reason(mode, exc.errno or 0, src)
 
 
 class Linker:
+    """Links the files of one install and remembers how (``used``) and why not (``fallbacks``)."""
+
     def __init__(self, mode: LinkMode) -> None:
         self.mode = mode
         self.used: Counter[str] = Counter()
-        self.fallbacks: Counter[tuple[str, str]] = Counter()  # (from-mode, errno name)
+        self.fallbacks: Counter[Fallback] = Counter()
         self._skip: set[str] = set()
+        self._chain = ["reflink", "hardlink", "copy"] if mode == "auto" else [mode]
 
-    def link(self, src: Path, dst: Path, *, executable: bool) -> None:
-        if self.mode == "symlink":
-            os.symlink(src, dst)
-            self.used["symlink"] += 1
-            return
-        if self.mode == "copy":
-            _copy(src, dst, executable)
-            self.used["copy"] += 1
-            return
-        chain: list[str] = ["reflink", "hardlink", "copy"] if self.mode == "auto" else [self.mode]
-        for way in chain:
+    def link(self, src: Path, dst: Path, *, executable: bool) -> str:
+        """Place object ``src`` at ``dst``; return the way that worked."""
+        for way in self._chain:
             if way in self._skip:
                 continue
             try:
-                if way == "reflink":
-                    _reflink(src, dst, executable)
-                elif way == "hardlink":
-                    os.link(src, dst)
-                else:
-                    _copy(src, dst, executable)
+                _WAYS[way](src, dst, executable)
             except OSError as exc:
-                allowed = _NO_REFLINK if way == "reflink" else _NO_HARDLINK
-                if way == "copy" or exc.errno not in allowed:
+                code = exc.errno or 0
+                if code not in _CANNOT[way]:
                     raise
                 if self.mode != "auto":
-                    raise LinkFailed(way, exc) from exc
-                self.fallbacks[(way, errno.errorcode.get(exc.errno or 0, "?"))] += 1
-                if exc.errno in _FS_WIDE:
+                    raise LinkFailed(way, exc, src, dst) from exc
+                fs_wide = code in _FS_WIDE
+                label = way
+                if fs_wide:
                     self._skip.add(way)
+                    if code == errno.EXDEV and way == "reflink":
+                        # A hard link cannot cross filesystems either: say it once.
+                        self._skip.add("hardlink")
+                        label = "reflink or hardlink"
+                name = errno.errorcode.get(code, str(code))
+                self.fallbacks[Fallback(label, name, _reason(way, code, src), fs_wide)] += 1
                 continue
             self.used[way] += 1
-            return
+            return way
+        # Unreachable: copy, the last way of `auto`, never falls back.
+        raise AssertionError(self._chain)  # pragma: no cover
 
     def summary(self) -> str:
-        """One line: `412 hardlink, 3 copy (fell back: hardlink->next: EPERM x3)`."""
-        used = ", ".join(f"{n} {way}" for way, n in sorted(self.used.items()))
-        if not self.fallbacks:
-            return used
-        why = ", ".join(
-            f"{way}->next: {cause} x{n}" for (way, cause), n in sorted(self.fallbacks.items())
-        )
-        return f"{used} (fell back: {why})"
+        """`2370 hardlink, 3 copy; hardlink refused: EPERM x3 — another user's objects ...`.
+
+        Each cause once, with how many files it sent to the next way; a cause
+        that holds for the whole filesystem is said without a count, since
+        after the first file that way was not tried again.
+        """
+        used = ", ".join(f"{self.used[way]} {way}" for way in _ORDER if self.used[way])
+        clauses: dict[str, list[str]] = {}
+        for fb, n in self.fallbacks.items():  # in the order they were first met
+            if fb.fs_wide:
+                clauses.setdefault(f"no {fb.way}", []).append(f"{fb.errno} — {fb.reason}")
+            else:
+                clauses.setdefault(f"{fb.way} refused", []).append(f"{fb.errno} x{n} — {fb.reason}")
+        said = [f"{head}: {', '.join(why)}" for head, why in clauses.items()]
+        return "; ".join([used or "nothing linked", *said])
+
+
+def _reason(way: str, code: int, src: Path) -> str:
+    """Why ``way`` failed with ``code``, in the words of spec/install.md's fallback table."""
+    if code == errno.EXDEV:
+        return "the store and DEST are on different filesystems"
+    if way == "reflink" and code == errno.EINVAL:
+        # btrfs: cloning between a nodatacow (chattr +C) file and a normal one.
+        return "the filesystem refused to clone these files"
+    if way == "reflink":
+        return "this filesystem has no reflink"
+    if code == errno.EMLINK:
+        return "the object has as many links as the filesystem allows"
+    if way == "hardlink" and code in (errno.EPERM, errno.EACCES):
+        try:
+            owner = os.stat(src).st_uid
+        except OSError:
+            owner = os.geteuid()
+        if owner != os.geteuid():
+            # fs.protected_hardlinks (proc_sys_fs(5)): only the owner, or a user
+            # who can read *and write* the file, may hard-link it; objects are 0444.
+            if _protected_hardlinks():
+                return "another user's objects under fs.protected_hardlinks"
+            return "another user's objects"
+    return "not permitted on this filesystem"
+
+
+@functools.cache
+def _protected_hardlinks() -> bool:
+    try:
+        with open("/proc/sys/fs/protected_hardlinks", "rb") as f:
+            return f.read().strip() == b"1"
+    except OSError:
+        return False
 
 
 def _open_dst(dst: Path, executable: bool) -> int:
@@ -97,30 +166,35 @@ def _open_dst(dst: Path, executable: bool) -> int:
     return fd
 
 
+def _hardlink(src: Path, dst: Path, _executable: bool) -> None:
+    # The object's own mode (0444/0555) comes with the inode.
+    os.link(src, dst)
+
+
+def _symlink(src: Path, dst: Path, _executable: bool) -> None:
+    os.symlink(src, dst)
+
+
 def _reflink(src: Path, dst: Path, executable: bool) -> None:
-    sfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        dfd = _open_dst(dst, executable)
-        try:
-            fcntl.ioctl(dfd, FICLONE, sfd)
-        except OSError:
-            os.close(dfd)
-            os.unlink(dst)
-            raise
-        os.close(dfd)
-    finally:
-        os.close(sfd)
+    _into_new_file(src, dst, executable, lambda sfd, dfd: fcntl.ioctl(dfd, FICLONE, sfd))
 
 
 def _copy(src: Path, dst: Path, executable: bool) -> None:
+    _into_new_file(src, dst, executable, _copy_fds)
+
+
+def _into_new_file(src: Path, dst: Path, executable: bool, fill: _Fill) -> None:
+    """Create ``dst`` and fill it from ``src``; on any failure ``dst`` is gone again."""
     sfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
         dfd = _open_dst(dst, executable)
         try:
-            _copy_fds(sfd, dfd)
-        except OSError:
+            fill(sfd, dfd)
+        except OSError as exc:
             os.close(dfd)
             os.unlink(dst)
+            if exc.filename is None:  # ioctl and copy_file_range name no file
+                raise OSError(exc.errno, exc.strerror, str(src), None, str(dst)) from exc
             raise
         os.close(dfd)
     finally:
@@ -129,7 +203,8 @@ def _copy(src: Path, dst: Path, executable: bool) -> None:
 
 def _copy_fds(sfd: int, dfd: int) -> None:
     try:
-        # copy_file_range copies in the kernel (and server-side on NFS 4.2).
+        # copy_file_range copies in the kernel (and server-side on NFS 4.2);
+        # on xfs and btrfs it may share extents like a reflink does.
         while os.copy_file_range(sfd, dfd, 1 << 30):
             pass
     except OSError as exc:
@@ -143,3 +218,6 @@ def _copy_fds(sfd: int, dfd: int) -> None:
             view = memoryview(chunk)
             while view:
                 view = view[os.write(dfd, view) :]
+
+
+_WAYS = {"reflink": _reflink, "hardlink": _hardlink, "copy": _copy, "symlink": _symlink}

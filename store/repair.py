@@ -67,7 +67,7 @@ def repair(
                     raise HutchError(f"the re-fetched archive has no intact {entry.path!r}")
                 target = store.layout.object_path(key)
                 try:
-                    target.parent.mkdir(mode=store.modes.dir, parents=True, exist_ok=True)
+                    store.modes.mkdir(target.parent, parents=True)
                     os.replace(member.blob, target)
                 except OSError as exc:
                     raise store_error("restore object", target, exc) from exc

@@ -57,9 +57,7 @@ class Store:
         if create and not layout.config.exists() and _can_create(root):
             init(layout, Modes())
         modes = Modes.load(layout)
-        writable = os.access(root, os.W_OK) and os.access(layout.objects, os.W_OK)
-        journal_writable = _journal_writable(layout.journal)
-        readonly = not (writable and journal_writable)
+        readonly = not (_store_writable(layout) and _journal_writable(layout.journal))
         if readonly and not Journal.exists(layout.journal):
             raise ReadOnlyStore(
                 f"the store at {root} has no journal and this user cannot create one",
@@ -150,6 +148,19 @@ def _can_create(root: Path) -> bool:
     while not probe.exists():
         probe = probe.parent
     return os.access(probe, os.W_OK)
+
+
+def _store_writable(layout: Layout) -> bool:
+    """Can this user write every directory a write (add, repair, gc) touches?
+
+    os.access, not a probe write: it answers for the mount too (EROFS on a
+    read-only bind mount) without leaving anything behind. A store that is
+    only partly writable (a shared store whose modes someone changed) counts
+    as read-only, so the user gets one clear "read-only" error rather than a
+    permission error halfway through a commit.
+    """
+    dirs = (layout.root, layout.objects, layout.manifests, layout.staging, layout.locks)
+    return all(os.access(d, os.W_OK | os.X_OK) for d in dirs if d.exists() or d == layout.root)
 
 
 def _journal_writable(path: Path) -> bool:

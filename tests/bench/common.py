@@ -1,0 +1,246 @@
+"""Shared helpers of the benchmarks: inputs, a loopback server, timing, the machine.
+
+Every measured command runs as a child process, timed from fork to wait4, and
+wait4's rusage gives that child's own peak RSS (ru_maxrss), so one primitive,
+``run_child``, serves the wall-time rows and the memory row alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"  # gitignored: wheels, the big archive, work trees
+MIB = 1 << 20
+
+# The four real wheels of issue 7: a C extension, a framework, a huge pure-Python
+# data package, and a deep pure-Python tree. Pinned so the figures stay comparable.
+WHEELS = (
+    ("numpy", "2.1.3"),
+    ("django", "5.1.4"),
+    ("botocore", "1.35.80"),
+    ("sympy", "1.13.3"),
+)
+# numpy's wheel is the cp311 manylinux x86_64 one whatever python runs the bench.
+_PLATFORM = ["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"]
+_PLATFORM += ["--platform", "manylinux_2_17_x86_64", "--only-binary=:all:"]
+
+
+# -- inputs --------------------------------------------------------------------
+def _wheel_file(folder: Path, name: str, version: str) -> Path | None:
+    prefix = f"{name}-{version}-".lower()
+    found = sorted(p for p in folder.glob("*.whl") if p.name.lower().startswith(prefix))
+    return found[0] if found else None
+
+
+def ensure_wheels() -> list[Path]:
+    """The pinned wheels, downloaded once into .cache/wheels with ``pip download``."""
+    folder = CACHE / "wheels"
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = [f"{n}=={v}" for n, v in WHEELS if _wheel_file(folder, n, v) is None]
+    if missing:
+        print(f"downloading {', '.join(missing)} into {folder}", file=sys.stderr)
+        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *_PLATFORM]
+        subprocess.run([*pip, "-d", str(folder), *missing], check=True)
+    wheels = [_wheel_file(folder, n, v) for n, v in WHEELS]
+    return [w for w in wheels if w is not None]
+
+
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def ensure_big_archive(size_mib: int) -> Path:
+    """A ``size_mib`` MiB .tar.gz of pseudo-random bytes (8 files), made once.
+
+    Random bytes do not compress, so the archive is as big as its content and
+    every byte goes through fetch, gunzip, hash and write. gzip level 1: the
+    archive is made once, and level 6 would compress random data no better.
+    """
+    path = CACHE / f"random-{size_mib}MiB.tar.gz"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    print(f"making {path} (once)", file=sys.stderr)
+    rng = random.Random(7)
+    parts = 8
+    tmp = path.with_suffix(".tmp")
+    with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+        for i in range(parts):
+            left = size_mib * MIB // parts
+            info = tarfile.TarInfo(f"random/part-{i}.bin")
+            info.size = left
+            info.mode = 0o644
+            reader = _RandomReader(rng, left)
+            tar.addfile(info, reader)  # type: ignore[arg-type,unused-ignore]  # read() suffices
+    tmp.rename(path)
+    return path
+
+
+class _RandomReader:
+    def __init__(self, rng: random.Random, size: int) -> None:
+        self._rng = rng
+        self._left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left)
+        self._left -= n
+        return self._rng.randbytes(n)
+
+
+# -- tools ---------------------------------------------------------------------
+def tool(name: str) -> Path | None:
+    """``name`` beside this python (a venv's bin, never a pyenv shim), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return beside
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def ensure_uv() -> Path:
+    """uv, installed with pip into this python's environment if it is missing."""
+    uv = tool("uv")
+    if uv is None:
+        print("installing uv with pip", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "uv"], check=True)
+        uv = tool("uv")
+    if uv is None:
+        raise SystemExit("uv is not installed and `pip install uv` did not provide it")
+    return uv
+
+
+def hutch_command() -> list[str]:
+    """How a user runs hutch: the installed console script, else ``python -m hutch``."""
+    script = Path(sys.executable).parent / "hutch"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "hutch"]
+
+
+def version_of(cmd: Sequence[str]) -> str:
+    try:
+        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "?"
+
+
+# -- the loopback server -------------------------------------------------------
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's name
+        pass
+
+
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` on 127.0.0.1 from a thread; yields the base URL."""
+    handler = functools.partial(_Quiet, directory=str(directory))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+# -- timing --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sample:
+    seconds: float
+    maxrss_kib: int  # this child's own peak resident set (wait4's ru_maxrss)
+
+
+def run_child(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Sample:
+    """Run ``cmd`` to completion; its wall time and peak RSS. Fails loudly on exit != 0."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            [os.fspath(c) for c in cmd],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        took = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            err.seek(0)
+            text = err.read().decode(errors="replace")[-2000:]
+            raise SystemExit(f"{' '.join(map(str, cmd))[:300]}: exit {child.returncode}\n{text}")
+    return Sample(took, usage.ru_maxrss)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def drop_tree(path: Path) -> None:
+    """Remove a work tree. Read-only files (objects are 0444) need only a writable directory."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# -- the machine ---------------------------------------------------------------
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def _ram_gib() -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / (1 << 20)
+    return float("nan")
+
+
+def filesystem_of(path: Path) -> str:
+    """The type and mount point of the filesystem holding ``path`` (/proc/mounts)."""
+    best = ("?", "")
+    real = os.path.realpath(path)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 3:
+                continue
+            mount = fields[1]
+            inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) > len(best[1]):
+                best = (fields[2], mount)
+    return f"{best[0]} ({best[1]})"
+
+
+def machine(path: Path) -> str:
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} CPUs ({_cpu_model()}), {_ram_gib():.0f} GiB RAM, "
+        f"{filesystem_of(path)}, Python {sys.version.split()[0]}, load average {load}"
+    )
