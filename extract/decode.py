@@ -28,8 +28,8 @@ _IN_CHUNK = 1 << 18
 
 # zstd's RLE blocks turn 4 input bytes into 128 KiB (ratio 32768:1) and the
 # zstandard decompressobj has no output cap, so it is fed at most this much per
-# call: <= 64 MiB out per call in the worst case, ~1 GB/s on real data (measured:
-# 2 KiB slices lose nothing against 64 KiB ones).
+# call: <= 64 MiB out per call in the worst case, ~1 GB/s on real data (measured
+# on CPython's stdlib sources: 2 KiB slices ~1.0 GB/s, 64 KiB ones ~1.1 GB/s).
 _ZSTD_SLICE = 2048
 
 _MAGIC: dict[Compression, tuple[bytes, ...]] = {

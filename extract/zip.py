@@ -31,16 +31,26 @@ _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 _EOCD = b"PK\x05\x06"
 _DESCRIPTOR = b"PK\x07\x08"
 _MAX32 = 0xFFFFFFFF
-_SUPPORTED = {
-    zipfile.ZIP_STORED: "stored",
-    zipfile.ZIP_DEFLATED: "deflate",
-    zipfile.ZIP_BZIP2: "bzip2",
-    zipfile.ZIP_LZMA: "lzma",
-}
+_SUPPORTED = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
 _UNIX = 3  # create_system of zips made on Unix; only then is external_attr a mode
 _FLAG_ENCRYPTED = 0x1
 _FLAG_DESCRIPTOR = 0x8
 _FLAG_UTF8 = 0x800
+
+# What zipfile and its codecs raise for corrupt input (RuntimeError: encrypted;
+# NotImplementedError: unknown method). OSError is sorted out by errno.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+)
 
 
 @dataclass(frozen=True)
@@ -202,8 +212,16 @@ class _ZipUnpacker:
             raise self.refuse(ranges[-1][2], "entry data overlaps the central directory")
 
     def write(self, p: _Plan) -> Blob:
-        with self.zf.open(p.info) as src:
-            blob = self.writer.write(p.raw, src.read, executable=p.executable)
+        try:
+            with self.zf.open(p.info) as src:
+                blob = self.writer.write(p.raw, src.read, executable=p.executable)
+        except _ZIP_ERRORS as exc:
+            raise self.refuse(p.raw, f"corrupt member: {exc}") from exc
+        except OSError as exc:
+            if exc.errno is not None:
+                raise  # reading the archive file failed: not the archive's fault
+            # bz2 and lzma report corrupt data as an OSError without errno.
+            raise self.refuse(p.raw, f"corrupt member: {exc}") from exc
         if blob.size != p.info.file_size:
             raise self.refuse(
                 p.raw, f"size {blob.size} differs from the declared {p.info.file_size}"
@@ -214,34 +232,12 @@ class _ZipUnpacker:
         plans = self.plan()
         self.check_end()
         for p in plans:
-            self.tree.add_file(p.rel, _translated(self, p), executable=p.executable)
+            self.tree.add_file(p.rel, self.write(p), executable=p.executable)
         return self.tree.members()
 
 
-_ZIP_ERRORS = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    zlib.error,
-    lzma.LZMAError,
-    EOFError,
-    NotImplementedError,
-    RuntimeError,
-    ValueError,
-)
-
-
-def _translated(u: _ZipUnpacker, p: _Plan) -> Blob:
-    try:
-        return u.write(p)
-    except _ZIP_ERRORS as exc:
-        raise u.refuse(p.raw, f"corrupt member: {exc}") from exc
-    except OSError as exc:
-        if exc.errno is None:  # bz2/lzma report corrupt data as a bare OSError
-            raise u.refuse(p.raw, f"corrupt member: {exc}") from exc
-        raise
-
-
 def unpack_zip(f: BinaryIO, size: int, writer: BlobWriter) -> list[Member]:
+    """Extract the zip in ``f`` (``size`` bytes) through ``writer``."""
     display = writer.budget.display
     try:
         zf = zipfile.ZipFile(f)

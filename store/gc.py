@@ -7,6 +7,8 @@
        does not reference
     4. sweep staging debris of dead operations; log one `gc` record
 
+All of it waits for a journal rebuild in progress (rebuild.lock, shared).
+
 Why step 3 is safe: add and repair hold gc.lock *shared* from the moment they
 publish objects (or find them already there) until their journal commit. So
 once gc holds it exclusively, every object or manifest file an operation in
@@ -23,6 +25,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +74,23 @@ class GcResult:
 def gc(store: Store, options: GcOptions) -> GcResult:
     if not options.dry_run:
         store.require_writable("collect garbage")
+    try:
+        # A journal being rebuilt (another process re-indexing the manifest files
+        # after the journal was lost) is incomplete: whatever it has not indexed
+        # yet would look unreferenced. rebuild holds rebuild.lock exclusively.
+        with _lock(store, "rebuild", shared=True):
+            result = _gc(store, options)
+    except HutchError as exc:
+        if not options.dry_run:
+            with contextlib.suppress(HutchError):  # never hide the real error
+                store.log(LogRecord.now("gc", "failed", detail=str(exc).splitlines()[0]))
+        raise
+    if not options.dry_run:
+        store.log(LogRecord.now("gc", "committed", detail=f"freed {result.summary()}"))
+    return result
+
+
+def _gc(store: Store, options: GcOptions) -> GcResult:
     with store.journal.read() as txn:
         blank = next(txn.log_newest_first(), None) is None
         plan = _plan(store, txn, options, time.time())
@@ -85,23 +105,20 @@ def gc(store: Store, options: GcOptions) -> GcResult:
             op="gc",
             hint="run `hutch doctor --rebuild` to re-index the manifest files first",
         )
-    try:
-        # 1. Expire artifacts (a dry run only plans).
-        expired = plan if options.dry_run else _expire(store, plan)
-        # 2-3. Unreferenced objects and orphan manifest files.
-        gone = {e.record.id for e in expired} if options.dry_run else set()
-        objects, object_bytes, manifests = _collect(store, gone, dry_run=options.dry_run)
-        # 4. Staging debris (every writable open sweeps too; this catches the rest).
-        staging = 0 if options.dry_run else _sweep_staging(store)
-    except HutchError as exc:
-        if not options.dry_run:
-            with contextlib.suppress(HutchError):  # never hide the real error
-                store.log(LogRecord.now("gc", "failed", detail=str(exc).splitlines()[0]))
-        raise
-    result = GcResult(options.dry_run, expired, objects, object_bytes, manifests, staging)
-    if not options.dry_run:
-        store.log(LogRecord.now("gc", "committed", detail=f"freed {result.summary()}"))
-    return result
+    # 1. Expire artifacts (a dry run only plans).
+    expired = plan if options.dry_run else _expire(store, plan)
+    # 2-3. Unreferenced objects and orphan manifest files.
+    gone = {e.record.id for e in expired} if options.dry_run else set()
+    objects, object_bytes, manifests = _collect(store, gone, dry_run=options.dry_run)
+    # 4. Staging debris (every writable open sweeps too; this catches the rest).
+    staging = 0 if options.dry_run else _sweep_staging(store)
+    return GcResult(options.dry_run, expired, objects, object_bytes, manifests, staging)
+
+
+def _lock(store: Store, name: str, *, shared: bool = False) -> AbstractContextManager[object]:
+    # A dry run of a store this user cannot write still answers, without locks
+    # (it cannot open lock files read-write).
+    return store.lock(name, shared=shared) if store.writable else contextlib.nullcontext()
 
 
 def _plan(store: Store, txn: Txn, options: GcOptions, now: float) -> list[Expired]:
@@ -157,9 +174,7 @@ def _collect(store: Store, gone: set[str], *, dry_run: bool) -> tuple[int, int, 
     # Scanned before taking the lock, so adds wait only for the deletions.
     objects = list(scan_objects(layout))
     manifest_files = list(_manifest_files(layout.manifests))
-    # A dry run of a store this user cannot write still answers, without the lock.
-    lock = store.lock("gc") if store.writable else contextlib.nullcontext()
-    with lock:
+    with _lock(store, "gc"):
         with store.journal.read() as txn:
             if gone:  # dry run: as if the planned artifacts were already removed
                 referenced = {obj for obj, aid in txn.refs() if aid not in gone}

@@ -215,6 +215,12 @@ class ReaderSlot:
     alive: bool  # False: the process died and the slot is stale
 
 
+def _drop(key: str) -> None:
+    env = _ENVS.pop(key, None)
+    if env is not None:
+        env.close()
+
+
 def _pid_alive(pid: int) -> bool:
     # The reader table lives in lock.mdb's shared memory, which is host-local,
     # so every pid in it is a pid on this host.
@@ -250,6 +256,7 @@ class Journal:
         """
         key = os.path.realpath(path)
         env = _ENVS.get(key)
+        fresh = env is None
         if env is None:
             try:
                 env = _open_env(path, readonly=readonly, mode=mode)
@@ -266,6 +273,8 @@ class Journal:
             # Opening the named databases of a new journal is its first write.
             return cls(env, path, readonly=readonly)
         except lmdb.Error as exc:
+            if fresh:  # a later open must not reuse an environment that failed
+                _drop(key)
             raise _translate(exc, path) from exc
 
     @classmethod
@@ -279,6 +288,7 @@ class Journal:
         """
         key = os.path.realpath(path)
         env = _ENVS.get(key)
+        fresh = env is None
         if env is None:
             try:
                 # The same settings as _open_env() for an existing file, whose
@@ -291,16 +301,21 @@ class Journal:
                     create=False,
                 )
             except lmdb.Error as exc:
-                raise StoreError(
-                    f"cannot open the journal at {path}: {exc}",
-                    path=path,
-                    op="open journal",
-                    hint="`hutch doctor --rebuild` rebuilds it from the manifest files",
-                ) from exc
+                error = _translate(exc, path)
+                if type(error) is StoreError:  # no OS error behind it: the file is damaged
+                    error = StoreError(
+                        f"cannot open the journal at {path}: {exc}",
+                        path=path,
+                        op="open journal",
+                        hint="`hutch doctor --rebuild` rebuilds it from the manifest files",
+                    )
+                raise error from exc
             _ENVS[key] = env
         try:
             return cls(env, path, readonly=False)
         except lmdb.Error as exc:
+            if fresh:
+                _drop(key)
             raise _translate(exc, path) from exc
 
     def readers(self) -> list[ReaderSlot]:

@@ -133,7 +133,7 @@ class FileLock:
     def release(self) -> None:
         with _TABLE:
             if self._key is not None:
-                del _HELD[self._key]
+                _HELD.pop(self._key, None)  # absent in a forked child
                 for fd in _PARKED.pop(self._key, []):
                     os.close(fd)
                 self._key = None
@@ -309,11 +309,21 @@ def _record_holder(fd: int) -> None:
 
 
 def _read_holder(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            raw = f.read(512)
-    except OSError:
-        return ""
+    # Under _TABLE, and through the holder's own descriptor if this process holds
+    # the file: closing a descriptor of our own would drop that lock.
+    with _TABLE:
+        try:
+            holder = _HELD.get(_key(os.stat(path)))
+            if holder is not None and holder._fd is not None:
+                raw = os.pread(holder._fd, 512, 0)
+            else:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                try:
+                    raw = os.pread(fd, 512, 0)
+                finally:
+                    os.close(fd)
+        except OSError:
+            return ""
     return raw.decode(errors="replace").strip()
 
 
@@ -323,24 +333,25 @@ def _live_holder(path: Path, fd: int | None, *, shared: bool) -> tuple[str, int]
     Asks through our own descriptor when we have one. Otherwise it opens one,
     but never on a file this process holds: closing it would drop our lock.
     """
+    want = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
+    query = struct.pack(_FLOCK, want, os.SEEK_SET, 0, 0, 0)
     try:
-        if fd is None and _key(os.stat(path)) in _HELD:
-            return ("exclusive", os.getpid())
-        own = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW) if fd is None else None
-    except OSError:
-        return None
-    try:
-        want = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
-        query = struct.pack(_FLOCK, want, os.SEEK_SET, 0, 0, 0)
-        ask = own if own is not None else fd
-        assert ask is not None
-        answer = fcntl.fcntl(ask, fcntl.F_GETLK, query)
+        if fd is not None:
+            answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        else:
+            # Under _TABLE, so no thread of ours takes the lock between the
+            # check and the close.
+            with _TABLE:
+                if _key(os.stat(path)) in _HELD:
+                    return ("exclusive", os.getpid())
+                own = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                try:
+                    answer = fcntl.fcntl(own, fcntl.F_GETLK, query)
+                finally:
+                    os.close(own)
         kind, _, _, _, pid = struct.unpack(_FLOCK, answer)
     except OSError:
         return None
-    finally:
-        if own is not None:
-            os.close(own)
     if kind == fcntl.F_UNLCK:
         return None
     return ("shared" if kind == fcntl.F_RDLCK else "exclusive", pid)

@@ -31,7 +31,7 @@ from hutch.store.lock import FileLock, is_locked
 
 OWNER = ".owner"
 # The owner file's name until it is locked and op.json is written.
-_NEW_OWNER = ".owner.new"
+NEW_OWNER = ".owner.new"
 # A directory with no owner file whose pid cannot be checked (another host, or
 # a pid in use again) is either being created right now or was left by a crash
 # between mkdir and the owner's rename; after this long it is the latter.
@@ -54,7 +54,7 @@ def staging(root: Path, op: str, detail: str) -> Iterator[Path]:
         path.mkdir(mode=0o700)
     except OSError as exc:
         raise store_error("create a staging directory in", root, exc) from exc
-    owner = FileLock(path / _NEW_OWNER, timeout=0)
+    owner = FileLock(path / NEW_OWNER, timeout=0)
     try:
         owner.acquire()
         info = {"op": op, "detail": detail, "pid": os.getpid(), "time": time.time()}
@@ -131,7 +131,7 @@ def _dead_owner(path: Path, st: os.stat_result) -> FileLock | bool | None:
         if os.path.lexists(path / OWNER):
             return None  # locked: its owner is alive
         # Only asked, never taken: its owner may be about to lock it.
-        if is_locked(path / _NEW_OWNER):
+        if is_locked(path / NEW_OWNER):
             return None
     except HutchError:
         return None  # cannot even open it (another user's 0700 directory): not ours

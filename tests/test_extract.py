@@ -431,7 +431,7 @@ _PIECES = ["..", ".", "", "a", "B", "/", "//", "\\", "C:", "\x00", "\x1b", "é",
 
 @given(st.lists(st.sampled_from(_PIECES), max_size=12).map("".join) | st.text(max_size=80))
 def test_member_names_never_escape(raw: str) -> None:
-    """spec/extract.md §Names: a checked name never escapes its root."""
+    """spec/extract.md §Refusals (names): a checked name never escapes its root."""
     try:
         rel = MemberTree("h").name(raw)
     except ArchiveError:
@@ -451,7 +451,7 @@ def test_member_names_never_escape(raw: str) -> None:
 
 @given(st.text(max_size=64))
 def test_safe_relpath_output_is_contained(raw: str) -> None:
-    """spec/extract.md §Names: safe_relpath never returns '..' or an absolute path."""
+    """spec/extract.md §Refusals (names): safe_relpath never returns '..' or an absolute path."""
     try:
         rel = safe_relpath(raw)
     except UnsafePath:
@@ -499,7 +499,7 @@ def _materialise(members: list[Member], root: Path) -> None:
 def test_accepted_symlinks_resolve_inside_the_tree(
     entries: list[tuple[str, str, str]], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """spec/extract.md §Symlinks: once built on disk, every accepted link stays inside."""
+    """spec/extract.md §Refusals (symlinks): built on disk, accepted links stay inside."""
     raw = b""
     for path, kind, target in entries:
         if kind == "dir":
@@ -625,7 +625,7 @@ def test_error_names_archive_member_and_reason(tmp_path: Path) -> None:
 
 
 def test_hardlink_member_reuses_digest_without_blob(tmp_path: Path) -> None:
-    """spec/extract.md §Members: a hardlink has its target's digest and blob=None."""
+    """spec/extract.md §Tree (hardlinks): a hardlink has its target's digest and blob=None."""
     case = next(c for c in CASES if c.name == "hardlink.tar")
     archive, staging = _run(case, tmp_path)
     members = {m.path: m for m in extract(archive, staging)}

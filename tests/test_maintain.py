@@ -223,6 +223,25 @@ def test_gc_never_deletes_what_an_add_in_flight_published(hutch: Hutch, tmp_path
     assert tree(tmp_path / "dest") == tree(_gnu_tar(archive, tmp_path / "gnu"))
 
 
+def test_gc_waits_for_a_journal_rebuild(hutch: Hutch, tmp_path: Path) -> None:
+    """inspect.md §6: a journal being rebuilt is incomplete, so gc waits for rebuild.lock."""
+    from hutch.store.lock import FileLock
+
+    hutch.ok("add", _archive(tmp_path, "a", 10))
+    garbage = hutch.store / "objects" / "77" / ("88" * 31)
+    garbage.write_bytes(b"not yet indexed, as far as gc can tell")
+    rebuilding = FileLock(hutch.store / "locks" / "rebuild.lock").acquire()  # as rebuild holds it
+    try:
+        blocked = hutch("gc", env={"HUTCH_LOCK_TIMEOUT": "1"})
+    finally:
+        rebuilding.release()
+    assert blocked.returncode == 6
+    assert "rebuild.lock" in blocked.stderr
+    assert garbage.exists()
+    hutch.ok("gc")
+    assert not garbage.exists()
+
+
 def test_gc_running_in_a_loop_during_a_real_add_loses_nothing(
     hutch: Hutch, sdist: Path, tmp_path: Path
 ) -> None:
@@ -448,9 +467,10 @@ def _fill(path: Path, *, leave: int = 0) -> Path:
 
 
 def _many_files(tmp_path: Path) -> Path:
-    """2000 empty files (a ~300 KB manifest) and one file of 256 KiB random bytes."""
+    """2000 empty files (a ~320 KB manifest) and one file of 64 KiB random bytes (~80 KB
+    compressed): the manifest is far bigger than the archive."""
     files = {f"m/empty-file-with-a-long-name-{i:05d}.txt": b"" for i in range(2000)}
-    files["m/data.bin"] = os.urandom(256 << 10)
+    files["m/data.bin"] = os.urandom(64 << 10)
     return make_tar(tmp_path / "m.tar.gz", files)
 
 
@@ -501,8 +521,9 @@ def test_full_disk_writing_the_manifest_exits_6(
     env = {"HUTCH_JOURNAL": str(tmp_path / "journal")}  # keep the journal off this disk
     h = Hutch(disk / "store", hutch.env)
     h.ok("stats", env=env)
-    # Leave room for the staged archive and the blob, not for the manifest.
-    room = archive.stat().st_size + (256 << 10) + (96 << 10)
+    # Room for the staged archive and the blob (add deletes the archive once
+    # extracted), not for the manifest.
+    room = archive.stat().st_size + (64 << 10) + (96 << 10)
     filler = _fill(disk / "filler", leave=room)
     result = h("add", archive, env=env)
     _assert_disk_full_error(result, disk / "store" / "manifests")
@@ -512,7 +533,7 @@ def test_full_disk_writing_the_manifest_exits_6(
     filler.unlink()
     freed = json.loads(h.ok("gc", "--json", env=env))
     # Published before the manifest write failed: the data and the empty file's object.
-    assert (freed["objects"], freed["object_bytes"]) == (2, 256 << 10)
+    assert (freed["objects"], freed["object_bytes"]) == (2, 64 << 10)
     aid = h.ok("add", archive, env=env).strip()
     h.ok("verify", "--full", env=env)
     assert set(_ls_env(h, env)) == {aid}

@@ -133,6 +133,18 @@ def hutch_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "hutch"]
 
 
+def bytecode_env() -> dict[str, str]:
+    """The environment for hutch's children: bytecode written once, then reused.
+
+    An installed hutch has its .pyc files (pip compiles them), but a checkout run
+    with PYTHONDONTWRITEBYTECODE=1 would recompile every module on every start.
+    The cache goes to .cache/pycache, never into the source tree.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(CACHE / "pycache")
+    return env
+
+
 def version_of(cmd: Sequence[str]) -> str:
     try:
         out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, check=True)
@@ -165,8 +177,17 @@ def serve(directory: Path) -> Iterator[str]:
 # -- timing --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Sample:
-    seconds: float
+    seconds: float  # wall clock, spawn to exit
     maxrss_kib: int  # this child's own peak resident set (wait4's ru_maxrss)
+    cpu: float = 0.0  # user + system seconds: less swayed by other load than wall time
+
+    def __add__(self, other: Sample) -> Sample:
+        """Children run one after another: times add up, the peak is the larger."""
+        return Sample(
+            self.seconds + other.seconds,
+            max(self.maxrss_kib, other.maxrss_kib),
+            self.cpu + other.cpu,
+        )
 
 
 def run_child(
@@ -193,7 +214,7 @@ def run_child(
             err.seek(0)
             text = err.read().decode(errors="replace")[-2000:]
             raise SystemExit(f"{' '.join(map(str, cmd))[:300]}: exit {child.returncode}\n{text}")
-    return Sample(took, usage.ru_maxrss)
+    return Sample(took, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
 
 
 def median(values: Sequence[float]) -> float:

@@ -7,7 +7,8 @@ one table of medians, ratios and targets, and the samples behind them.
 Each command runs as a child process, timed wall-clock from spawn to exit,
 page cache warm (every input is read once before the first timed run), and
 the two sides of a comparison alternate run by run, so load from elsewhere
-on the machine falls on both.
+on the machine falls on both. The CPU time (user + system) of the same
+children is reported beside the wall time: on a shared machine it moves less.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench_fetch_rss import BASELINE as FETCH_BASELINE
@@ -29,6 +30,7 @@ from common import (
     CACHE,
     MIB,
     Sample,
+    bytecode_env,
     drop_tree,
     ensure_big_archive,
     ensure_uv,
@@ -45,31 +47,49 @@ from common import (
 from hutch.store.digest import hash_file
 
 _ARG_BYTES = 1 << 20  # stay well under ARG_MAX when passing file lists
+SECTIONS = ("cold", "warm", "verify", "memory", "startup")
 
 
 @dataclass
 class Row:
-    """One line of the table: hutch's median against a baseline's, and the target."""
+    """One line of the table: hutch's samples against a baseline's, and the target.
+
+    ``limit`` is the ratio (with a baseline) or the absolute value (seconds or
+    MiB) the target allows; a row without a target only informs.
+    """
 
     name: str
-    hutch: list[float]
+    hutch: list[Sample]
     baseline_name: str = ""
-    baseline: list[float] = field(default_factory=list)
-    unit: str = "s"
+    baseline: list[Sample] = field(default_factory=list)
     target: str = ""
-    limit: float = 0.0  # ratio (with a baseline) or absolute value the target allows
+    limit: float = 0.0
+    rss: bool = False  # the row is about peak memory, not time
     note: str = ""
 
     @property
     def value(self) -> float:
-        return median(self.hutch)
+        if self.rss:
+            return median([s.maxrss_kib / 1024 for s in self.hutch])
+        return median([s.seconds for s in self.hutch])
 
     @property
     def ratio(self) -> float | None:
-        return self.value / median(self.baseline) if self.baseline else None
+        if not self.baseline:
+            return None
+        return self.value / median([s.seconds for s in self.baseline])
 
     @property
-    def met(self) -> bool:
+    def cpu_ratio(self) -> float | None:
+        if not self.baseline:
+            return None
+        base = median([s.cpu for s in self.baseline])
+        return median([s.cpu for s in self.hutch]) / base if base else None
+
+    @property
+    def met(self) -> bool | None:
+        if not self.target:
+            return None
         got = self.ratio if self.ratio is not None else self.value
         return got <= self.limit
 
@@ -81,11 +101,25 @@ class Bench:
     hutch: list[str]
     uv: Path
     wheels: list[Path]
+    env: dict[str, str]  # for every child that runs hutch's Python code
     shas: dict[Path, str] = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
 
     def hutch_cmd(self, store: Path, *args: str | Path) -> list[str]:
         return [*self.hutch, "--store", str(store), "-q", *(str(a) for a in args)]
+
+    def run_hutch(self, cmd: Sequence[str]) -> Sample:
+        return run_child(cmd, env=self.env)
+
+    def add_all(self, store: Path, base_url: str) -> Sample:
+        """``hutch add URL --digest sha256:…`` for every wheel, one process each."""
+        total = Sample(0.0, 0)
+        for wheel in self.wheels:
+            url = f"{base_url}/{wheel.name}"
+            total += self.run_hutch(
+                self.hutch_cmd(store, "add", url, "--digest", f"sha256:{self.shas[wheel]}")
+            )
+        return total
 
     def uv_env(self, cache: Path, venv: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
@@ -109,71 +143,107 @@ class Bench:
 
     def uv_install(self, cache: Path, venv: Path) -> Sample:
         cmd = [str(self.uv), "pip", "install", "-q", "--no-deps", "--offline"]
-        cmd += [str(w) for w in self.wheels]
-        return run_child(cmd, env=self.uv_env(cache, venv))
+        return run_child([*cmd, *map(str, self.wheels)], env=self.uv_env(cache, venv))
 
 
-def _alternate(runs: int, first: Callable[[int], None], second: Callable[[int], None]) -> None:
-    """Run the two sides in turn, swapping which goes first, so drift falls on both."""
+def _alternate(runs: int, *sides: Callable[[int], None]) -> None:
+    """Run the sides in turn, rotating which goes first, so drift falls on all of them."""
     for i in range(runs):
-        for side in (first, second) if i % 2 == 0 else (second, first):
+        k = i % len(sides)
+        for side in sides[k:] + sides[:k]:
             side(i)
+
+
+# The same work as the CLI rows, in one process through the library: the CLI's
+# figure minus this one is what starting a process per artifact costs.
+_ADD_ONE_PROCESS = """
+import sys
+from pathlib import Path
+from hutch.store.add import AddRequest, add
+from hutch.store.digest import Pin
+from hutch.store.store import Store
+store = Store.open(Path(sys.argv[1]))
+for arg in sys.argv[2:]:
+    url, _, pin = arg.partition(" ")
+    add(store, AddRequest(url, Pin.parse(pin)))
+"""
+_INSTALL_ONE_PROCESS = """
+import sys
+from pathlib import Path
+from hutch.store.install import InstallOptions, install
+from hutch.store.store import Store
+store = Store.open(Path(sys.argv[1]))
+for arg in sys.argv[3:]:
+    ref, _, name = arg.partition(" ")
+    with store.journal.read() as txn:
+        record = store.get(txn, ref)
+    install(store, record, Path(sys.argv[2]) / name, InstallOptions(link="hardlink"))
+"""
 
 
 # -- cold: add the wheels to an empty store / install with an empty uv cache ----
 def bench_cold(b: Bench, base_url: str) -> Path:
-    hutch_s: list[float] = []
-    uv_s: list[float] = []
-    last_store = b.work / "store"
+    hutch_s: list[Sample] = []
+    uv_s: list[Sample] = []
+    one_s: list[Sample] = []
+    kept = b.work / "store"
 
     def hutch(i: int) -> None:
-        store = b.work / f"cold-{i}" / "store"
-        took = 0.0
-        for wheel in b.wheels:
-            url = f"{base_url}/{wheel.name}"
-            cmd = b.hutch_cmd(store, "add", url, "--digest", f"sha256:{b.shas[wheel]}")
-            took += run_child(cmd).seconds
-        hutch_s.append(took)
-        if i == b.runs - 1:
-            drop_tree(last_store)
-            store.rename(last_store)
-        drop_tree(store.parent)
+        store = b.work / f"cold-{i}"
+        hutch_s.append(b.add_all(store, base_url))
+        if not kept.exists():
+            store.rename(kept)  # the warm and verify rows use it
+        drop_tree(store)
 
     def uv(i: int) -> None:
         root = b.work / f"uv-cold-{i}"
         venv = b.uv_venv(root)  # not timed: hutch's side has no venv to make
-        uv_s.append(b.uv_install(root / "cache", venv).seconds)
+        uv_s.append(b.uv_install(root / "cache", venv))
         drop_tree(root)
 
-    _alternate(b.runs, hutch, uv)
-    b.rows.append(
+    def library(i: int) -> None:
+        store = b.work / f"cold-lib-{i}"
+        pins = [f"{base_url}/{w.name} sha256:{b.shas[w]}" for w in b.wheels]
+        one_s.append(b.run_hutch([sys.executable, "-c", _ADD_ONE_PROCESS, str(store), *pins]))
+        drop_tree(store)
+
+    _alternate(b.runs, hutch, uv, library)
+    n = len(b.wheels)
+    b.rows += [
         Row(
-            f"cold: hutch add x{len(b.wheels)} (empty store)",
+            f"cold: hutch add x{n} (empty store)",
             hutch_s,
             "uv pip install --offline, empty cache",
             uv_s,
             target="<= 1.0x uv",
             limit=1.0,
-            note="hutch fetches over loopback HTTP; uv --offline reads the wheel files",
-        )
-    )
-    return last_store
+            note="one hutch process per wheel, fetched over loopback HTTP; "
+            "one uv process reading the wheel files",
+        ),
+        Row(
+            f"  (info) the same {n} adds, one process",
+            one_s,
+            "uv, as above",
+            uv_s,
+            note="library calls in one interpreter: the row above minus this is start-up",
+        ),
+    ]
+    return kept
 
 
 def fill_store(b: Bench, base_url: str) -> Path:
     """A store holding the wheels, for the warm and verify rows when cold is skipped."""
     store = b.work / "store"
-    for wheel in b.wheels:
-        url = f"{base_url}/{wheel.name}"
-        run_child(b.hutch_cmd(store, "add", url, "--digest", f"sha256:{b.shas[wheel]}"))
+    b.add_all(store, base_url)
     return store
 
 
 # -- warm: install from the store / from uv's warm cache / cp -al -------------
-def bench_warm(b: Bench, store: Path) -> Path:
-    hutch_s: list[float] = []
-    uv_s: list[float] = []
-    cp_s: list[float] = []
+def bench_warm(b: Bench, store: Path) -> None:
+    hutch_s: list[Sample] = []
+    uv_s: list[Sample] = []
+    cp_s: list[Sample] = []
+    one_s: list[Sample] = []
     cache = b.work / "uv-warm-cache"
     b.uv_install(cache, b.uv_venv(b.work / "uv-warm-fill"))  # fills the cache, not timed
     drop_tree(b.work / "uv-warm-fill")
@@ -181,52 +251,68 @@ def bench_warm(b: Bench, store: Path) -> Path:
 
     def hutch(i: int) -> None:
         dest = b.work / f"warm-{i}"
-        took = 0.0
+        total = Sample(0.0, 0)
         for wheel in b.wheels:
             ref = f"sha256:{b.shas[wheel]}"
-            cmd = b.hutch_cmd(store, "install", ref, dest / wheel.stem, "--link", "hardlink")
-            took += run_child(cmd).seconds
-        hutch_s.append(took)
+            total += b.run_hutch(
+                b.hutch_cmd(store, "install", ref, dest / wheel.stem, "--link", "hardlink")
+            )
+        hutch_s.append(total)
         if not trees.exists():
-            dest.rename(trees)
+            dest.rename(trees)  # what cp -al copies
         drop_tree(dest)
 
     def uv(i: int) -> None:
         root = b.work / f"uv-warm-{i}"
-        uv_s.append(b.uv_install(cache, b.uv_venv(root)).seconds)
+        uv_s.append(b.uv_install(cache, b.uv_venv(root)))
         drop_tree(root)
 
     def cp(i: int) -> None:
-        copy = b.work / f"cp-{i}"
-        cp_s.append(run_child(["cp", "-al", trees, copy]).seconds)
-        drop_tree(copy)
+        if trees.exists():
+            copy = b.work / f"cp-{i}"
+            cp_s.append(run_child(["cp", "-al", str(trees), str(copy)]))
+            drop_tree(copy)
 
-    _alternate(b.runs, hutch, uv)
-    for i in range(b.runs):
-        cp(i)
-    b.rows.append(
+    def library(i: int) -> None:
+        dest = b.work / f"warm-lib-{i}"
+        refs = [f"sha256:{b.shas[w]} {w.stem}" for w in b.wheels]
+        cmd = [sys.executable, "-c", _INSTALL_ONE_PROCESS, str(store), str(dest), *refs]
+        one_s.append(b.run_hutch(cmd))
+        drop_tree(dest)
+
+    _alternate(b.runs, hutch, uv, cp, library)
+    if len(cp_s) < b.runs:
+        cp(b.runs)  # the first round's cp ran before any tree existed
+    n = len(b.wheels)
+    name = f"warm: hutch install x{n} --link hardlink"
+    b.rows += [
         Row(
-            f"warm: hutch install x{len(b.wheels)} --link hardlink",
+            name,
             hutch_s,
             "uv pip install, warm cache, hardlink",
             uv_s,
             target="<= 1.0x uv",
             limit=1.0,
-            note="hutch: one process per artifact, default --verify stat",
-        )
-    )
-    b.rows.append(
+            note="one hutch process per wheel, default --verify stat; one uv process",
+        ),
         Row(
-            f"warm: hutch install x{len(b.wheels)} --link hardlink",
+            name,
             hutch_s,
             "cp -al of the installed trees (floor)",
             cp_s,
             target="<= 1.3x cp -al",
             limit=1.3,
-        )
-    )
+        ),
+        Row(
+            f"  (info) the same {n} installs, one process",
+            one_s,
+            "uv, as above",
+            uv_s,
+            note="library calls in one interpreter: the row above minus this is start-up",
+        ),
+    ]
     drop_tree(cache)
-    return trees
+    drop_tree(trees)
 
 
 # -- verify: hutch verify --full / b3sum over the same object files -----------
@@ -242,6 +328,9 @@ def _chunks(paths: Sequence[str]) -> list[list[str]]:
     return out
 
 
+# The stand-in when no b3sum binary can be had: blake3's own Rust code on every
+# file, a thread per core, in one process: what hutch could at best get from the
+# same library.
 _PY_BLAKE3 = """
 import os, sys
 from concurrent.futures import ThreadPoolExecutor
@@ -262,27 +351,37 @@ def bench_verify(b: Bench, store: Path) -> None:
     if b3sum is not None:
         name = "b3sum over the same object files"
         commands = [[str(b3sum), *chunk] for chunk in _chunks(objects)]
-        note = f"{len(objects)} objects, b3sum {version_of([str(b3sum)])}"
+        note = f"{len(objects)} objects; {version_of([str(b3sum)])}"
     else:
-        name = "python blake3, all threads, one process (no b3sum here)"
+        name = "python blake3, all threads (no b3sum)"
         commands = [[sys.executable, "-c", _PY_BLAKE3, *chunk] for chunk in _chunks(objects)]
-        note = f"{len(objects)} objects; b3sum unavailable (apt-get install b3sum)"
-    hutch_s: list[float] = []
-    base_s: list[float] = []
+        note = f"{len(objects)} objects; no b3sum binary here (apt-get install b3sum)"
+    hutch_s: list[Sample] = []
+    base_s: list[Sample] = []
 
     def hutch(_i: int) -> None:
-        hutch_s.append(run_child(b.hutch_cmd(store, "verify", "--full")).seconds)
+        hutch_s.append(b.run_hutch(b.hutch_cmd(store, "verify", "--full")))
 
     def baseline(_i: int) -> None:
-        base_s.append(sum(run_child(c).seconds for c in commands))
+        total = Sample(0.0, 0)
+        for c in commands:
+            total += run_child(c)
+        base_s.append(total)
 
     hutch(-1)  # warm the page cache and the journal for both sides
     hutch_s.clear()
     _alternate(b.runs, hutch, baseline)
     b.rows.append(
-        Row("verify: hutch verify --full", hutch_s, name, base_s, target="<= 1.5x", limit=1.5)
+        Row(
+            "verify: hutch verify --full",
+            hutch_s,
+            name,
+            base_s,
+            target="<= 1.5x",
+            limit=1.5,
+            note=note,
+        )
     )
-    b.rows[-1].note = note
 
 
 # -- memory: peak RSS of adding a big artifact ---------------------------------
@@ -290,88 +389,84 @@ def bench_rss(b: Bench, size_mib: int, runs: int) -> None:
     archive = ensure_big_archive(size_mib)
     sha = sha256_file(archive)
     blake, _ = hash_file(archive)
-    peaks: list[float] = []
-    times: list[float] = []
-    fetch_peaks: list[float] = []
+    adds: list[Sample] = []
     with serve(archive.parent) as base_url:
         url = f"{base_url}/{archive.name}"
         for i in range(runs):
             store = b.work / f"rss-{i}"
-            got = run_child(b.hutch_cmd(store, "add", url, "--digest", f"sha256:{sha}"))
-            peaks.append(got.maxrss_kib / 1024)
-            times.append(got.seconds)
+            adds.append(b.run_hutch(b.hutch_cmd(store, "add", url, "--digest", f"sha256:{sha}")))
             drop_tree(store)
-        # bench_fetch_rss's child scripts: fetch alone, and importing it, for the breakdown.
+        # bench_fetch_rss's child scripts: the fetch alone, and its imports alone.
         dest = b.work / "fetched.bin"
-        fetch_peaks.append(run_child([sys.executable, "-c", FETCH, url, dest, blake]).maxrss_kib)
+        fetched = b.run_hutch([sys.executable, "-c", FETCH, url, str(dest), blake])
         dest.unlink()
-    imports = run_child([sys.executable, "-c", FETCH_BASELINE]).maxrss_kib / 1024
-    rate = size_mib / median(times)
+    imports = b.run_hutch([sys.executable, "-c", FETCH_BASELINE])
+    took = median([s.seconds for s in adds])
     b.rows.append(
         Row(
             f"memory: peak RSS, hutch add {size_mib} MiB .tar.gz",
-            peaks,
-            unit="MiB",
+            adds,
             target="< 100 MiB",
             limit=100,
-            note=f"add took {median(times):.1f} s ({rate:.0f} MiB/s); fetch alone peaks at "
-            f"{median(fetch_peaks) / 1024:.0f} MiB, importing fetch+requests {imports:.0f} MiB",
+            rss=True,
+            note=f"the add took {took:.1f} s ({size_mib / took:.0f} MiB/s); the fetch alone "
+            f"peaks at {fetched.maxrss_kib / 1024:.0f} MiB, importing fetch and requests "
+            f"at {imports.maxrss_kib / 1024:.0f} MiB",
         )
     )
 
 
 # -- start-up ------------------------------------------------------------------
 def bench_startup(b: Bench, runs: int) -> None:
-    hutch_s = [run_child([*b.hutch, "--version"]).seconds for _ in range(runs + 1)][1:]
-    python_s = [run_child([sys.executable, "-c", "pass"]).seconds for _ in range(runs)]
+    version = [b.run_hutch([*b.hutch, "--version"]) for _ in range(runs + 1)][1:]
+    python = [b.run_hutch([sys.executable, "-c", "pass"]) for _ in range(runs)]
     b.rows.append(
         Row(
             "start-up: hutch --version",
-            hutch_s,
+            version,
             target="< 150 ms",
             limit=0.150,
-            note=f"python -c pass alone: {median(python_s) * 1000:.0f} ms",
+            note=f"`python -c pass` alone: {median([s.seconds for s in python]) * 1000:.0f} ms",
         )
     )
 
 
-# -- the table -----------------------------------------------------------------
-def _fmt(value: float, unit: str) -> str:
-    return f"{value:.3f} s" if unit == "s" else f"{value:.1f} {unit}"
+# -- the report ----------------------------------------------------------------
+def _fmt(row: Row, value: float) -> str:
+    return f"{value:.1f} MiB" if row.rss else f"{value:.3f} s"
 
 
 def table(rows: Sequence[Row]) -> str:
-    head = f"{'row':<46} {'hutch':>10}  {'baseline':<40} {'base':>9} {'ratio':>6}  target"
-    lines = [head, "-" * len(head)]
+    head = f"{'row':<42} {'hutch':>9}  {'baseline':<38} {'base':>8} {'ratio':>6} {'cpu':>6}  target"
+    lines = [head, "-" * (len(head) + 18)]
     for r in rows:
-        base = _fmt(median(r.baseline), r.unit) if r.baseline else ""
+        base = _fmt(r, median([s.seconds for s in r.baseline])) if r.baseline else ""
         ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
-        verdict = "met" if r.met else "NOT met"
+        cpu = f"{r.cpu_ratio:.2f}x" if r.cpu_ratio is not None else ""
+        verdict = {None: "", True: "met", False: "NOT met"}[r.met]
         lines.append(
-            f"{r.name:<46} {_fmt(r.value, r.unit):>10}  {r.baseline_name:<40} {base:>9} "
-            f"{ratio:>6}  {r.target} {verdict}"
+            f"{r.name:<42} {_fmt(r, r.value):>9}  {r.baseline_name:<38} {base:>8} "
+            f"{ratio:>6} {cpu:>6}  {r.target} {verdict}".rstrip()
         )
     lines.append("")
-    lines.extend(f"* {r.name}: {r.note}" for r in rows if r.note)
+    lines += [f"* {r.name.strip()}: {r.note}" for r in rows if r.note]
     return "\n".join(lines)
 
 
 def samples(rows: Sequence[Row]) -> str:
-    def fmt(values: Sequence[float]) -> str:
-        return " ".join(f"{v:.3f}" for v in values)
-
-    lines = ["samples (every run, in order):"]
+    lines = ["samples, every run in order (wall s / cpu s, or peak MiB):"]
     seen: set[int] = set()
     for r in rows:
-        if id(r.hutch) not in seen:
-            seen.add(id(r.hutch))
-            lines.append(f"  {r.name}: {fmt(r.hutch)}")
-        if r.baseline:
-            lines.append(f"  {r.baseline_name}: {fmt(r.baseline)}")
+        for name, values in ((r.name, r.hutch), (r.baseline_name, r.baseline)):
+            if not values or id(values) in seen:
+                continue
+            seen.add(id(values))
+            if r.rss and values is r.hutch:
+                text = " ".join(f"{s.maxrss_kib / 1024:.1f}" for s in values)
+            else:
+                text = " ".join(f"{s.seconds:.3f}/{s.cpu:.3f}" for s in values)
+            lines.append(f"  {name.strip()}: {text}")
     return "\n".join(lines)
-
-
-SECTIONS = ("cold", "warm", "verify", "memory", "startup")
 
 
 def main() -> None:
@@ -381,7 +476,7 @@ def main() -> None:
     parser.add_argument("--rss-runs", type=int, default=3)
     parser.add_argument("--rss-mib", type=int, default=1024, help="size of the big artifact")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
-    parser.add_argument("--work", type=Path, help="where stores and trees go (same filesystem)")
+    parser.add_argument("--work", type=Path, help="where stores and trees go (one filesystem)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -393,15 +488,20 @@ def main() -> None:
     parent = args.work or CACHE / "work"
     parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=parent))
-    b = Bench(work, args.runs, hutch_command(), uv, wheels)
+    b = Bench(work, args.runs, hutch_command(), uv, wheels, env=bytecode_env())
     b.shas = {w: sha256_file(w) for w in wheels}
+    b.run_hutch([*b.hutch, "--help"])  # writes hutch's bytecode before anything is timed
+    total = sum(w.stat().st_size for w in wheels) / MIB
     print(f"machine: {machine(work)}")
     print(f"hutch: {' '.join(b.hutch)}; {version_of([str(uv)])}; work dir {work}")
-    total = sum(w.stat().st_size for w in wheels) / MIB
     print(f"wheels: {', '.join(w.name for w in wheels)} ({total:.0f} MiB)")
-    print(f"medians of {args.runs} runs; uv installs the wheel files directly (--offline ")
-    print("cannot use a URL), hutch adds them from http://127.0.0.1 (a server thread here)")
-    print(flush=True)
+    print(
+        f"medians of {args.runs} runs. uv installs the wheel files directly (--offline cannot\n"
+        "use a URL); hutch adds them from http://127.0.0.1 (a server thread in this process).\n"
+        f"hutch's bytecode is cached in {b.env['PYTHONPYCACHEPREFIX']}, as an installed\n"
+        "package has it (PYTHONDONTWRITEBYTECODE is dropped for its children).\n",
+        flush=True,
+    )
     try:
         with serve(wheels[0].parent) as base_url:
             if "cold" in only:
@@ -423,7 +523,20 @@ def main() -> None:
     print(samples(b.rows))
     print(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
-        data = [{**asdict(r), "median": r.value, "ratio": r.ratio, "met": r.met} for r in b.rows]
+        data = [
+            {
+                "row": r.name.strip(),
+                "baseline": r.baseline_name,
+                "median": r.value,
+                "ratio": r.ratio,
+                "cpu_ratio": r.cpu_ratio,
+                "target": r.target,
+                "met": r.met,
+                "hutch": [vars(s) for s in r.hutch],
+                "base": [vars(s) for s in r.baseline],
+            }
+            for r in b.rows
+        ]
         args.json.write_text(json.dumps(data, indent=2) + "\n")
 
 
