@@ -30,6 +30,7 @@ from hutch.store.errors import (
     StoreError,
     store_error,
 )
+from hutch.store.gc import blank_journal
 from hutch.store.journal import Journal, LogRecord, ReaderSlot
 from hutch.store.layout import Layout
 from hutch.store.lock import is_locked
@@ -488,7 +489,6 @@ def _journal(store: Store, readers: _Readers | None, *, rebuild: bool, missing: 
     advice = None
     with store.journal.read() as txn:
         artifacts = sum(1 for _ in txn.artifacts())
-        has_log = next(txn.log_newest_first(), None) is not None
         last = next(
             (r for r in txn.log_newest_first() if r.op == "rebuild"),
             None,
@@ -506,11 +506,12 @@ def _journal(store: Store, readers: _Readers | None, *, rebuild: bool, missing: 
         result = do_rebuild(store)
         summary = f"re-indexed {result.artifacts} manifest file(s) into the journal"
         details += [f"ignored {name}: it does not hash to its name" for name in result.ignored]
-    elif not has_log and manifest_files:
-        # A journal with no history but manifest files on disk was replaced or
-        # emptied (a truncated data.mdb opens as a new, empty environment).
+    elif blank_journal(store):
         status = "error"
-        summary = f"the journal is empty but the store has {manifest_files} manifest file(s)"
+        summary = (
+            f"the journal has never committed anything but the store has {manifest_files} "
+            "manifest file(s): it was replaced or emptied"
+        )
         advice = "run `hutch doctor --rebuild` to re-index them (gc refuses to run until then)"
     details.append(f"{artifacts} artifact(s); {manifest_files} manifest file(s)")
     if not store.writable:
@@ -579,9 +580,17 @@ def _op_info(path: Path) -> str:
 # -- unreferenced ------------------------------------------------------------
 def _unreferenced(store: Store) -> Check:
     s = stats(store)
+    with store.journal.read() as txn:
+        live = {a.manifest for a in txn.artifacts()}
+    orphans = [
+        p.name
+        for p in _listdir(store.layout.manifests)
+        if p.suffix == ".json" and not p.name.startswith(".") and p.stem not in live
+    ]
     details = [
         f"{s.objects} object file(s), {human_size(s.physical_bytes)}",
         f"{s.unreferenced_objects} unreferenced, {human_size(s.unreferenced_bytes)}",
+        f"{len(orphans)} manifest file(s) no artifact in the journal uses",
     ]
     if s.missing_objects:
         return Check(
@@ -592,12 +601,16 @@ def _unreferenced(store: Store) -> Check:
             advice="`hutch verify --repair` restores them from the sources (installs heal "
             "on their own)",
         )
-    if s.unreferenced_objects:
+    if s.unreferenced_objects or orphans:
         return Check(
             "objects",
             "info",
-            f"{s.unreferenced_objects} unreferenced object(s), {human_size(s.unreferenced_bytes)}",
+            f"{s.unreferenced_objects} unreferenced object(s), {human_size(s.unreferenced_bytes)}; "
+            f"{len(orphans)} orphan manifest file(s)",
             details,
-            advice="`hutch gc` frees them",
+            # Orphans are what crashed or removed adds leave, or what a journal that
+            # was lost and replaced no longer knows: gc deletes both alike.
+            advice="`hutch gc` frees them; if the orphan manifests are artifacts you expect "
+            "(`hutch ls` does not show them), run `hutch doctor --rebuild` before gc",
         )
-    return Check("objects", "ok", "every object is referenced", details)
+    return Check("objects", "ok", "every object and manifest file is referenced", details)

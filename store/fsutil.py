@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 import secrets
 import unicodedata
 from pathlib import Path
@@ -87,6 +88,7 @@ class UnsafePath(ValueError):
         self.reason = reason
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # NAME_MAX of every filesystem hutch supports (ext4, xfs, btrfs, tmpfs, NFS).
 NAME_MAX = 255
 PATH_MAX = 4096
@@ -102,7 +104,7 @@ def safe_relpath(name: str) -> str:
     """
     if not name:
         raise UnsafePath(name, "empty name")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if _CONTROL.search(name):
         raise UnsafePath(name, "control character in name")
     if "\\" in name:
         raise UnsafePath(name, "backslash in name (a Windows path separator)")

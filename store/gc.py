@@ -74,6 +74,7 @@ class GcResult:
 def gc(store: Store, options: GcOptions) -> GcResult:
     if not options.dry_run:
         store.require_writable("collect garbage")
+    _refuse_a_blank_journal(store)  # not logged: a log record would make it look real
     try:
         # A journal being rebuilt (another process re-indexing the manifest files
         # after the journal was lost) is incomplete: whatever it has not indexed
@@ -90,21 +91,34 @@ def gc(store: Store, options: GcOptions) -> GcResult:
     return result
 
 
-def _gc(store: Store, options: GcOptions) -> GcResult:
+def blank_journal(store: Store) -> bool:
+    """Has this journal never committed anything, though manifest files say the store has?
+
+    Every journal that indexes artifacts has a committed add or rebuild in its
+    log. One without, beside manifest files, was replaced or truncated (an
+    emptied data.mdb opens as a new environment), and gc would take its
+    ignorance for garbage and delete the whole store.
+    """
     with store.journal.read() as txn:
-        blank = next(txn.log_newest_first(), None) is None
-        plan = _plan(store, txn, options, time.time())
-    if blank and next(_manifest_files(store.layout.manifests), None) is not None:
-        # Every real journal has history (adds, rebuilds); an empty one beside
-        # manifest files was replaced or truncated, and gc would take its
-        # ignorance for garbage and delete the whole store.
+        if any(r.outcome == "committed" for r in txn.log_newest_first()):
+            return False
+    return next(_manifest_files(store.layout.manifests), None) is not None
+
+
+def _refuse_a_blank_journal(store: Store) -> None:
+    if blank_journal(store):
         raise StoreError(
-            f"the journal at {store.layout.journal} is empty but the store has manifest files; "
-            "refusing to collect garbage",
+            f"the journal at {store.layout.journal} has never committed anything but the store "
+            "has manifest files; refusing to collect garbage",
             path=store.layout.journal,
             op="gc",
             hint="run `hutch doctor --rebuild` to re-index the manifest files first",
         )
+
+
+def _gc(store: Store, options: GcOptions) -> GcResult:
+    with store.journal.read() as txn:
+        plan = _plan(store, txn, options, time.time())
     # 1. Expire artifacts (a dry run only plans).
     expired = plan if options.dry_run else _expire(store, plan)
     # 2-3. Unreferenced objects and orphan manifest files.

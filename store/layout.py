@@ -161,8 +161,7 @@ def init(layout: Layout, modes: Modes) -> None:
             modes.mkdir(layout.objects / sub)
         for name in FIXED_LOCKS:
             _create(layout.locks / name, modes)
-        # Written once, read by everyone: read-only even in a shared store, so
-        # one member cannot turn the store private (or shared) for all.
+        # Written once here and never rewritten: read-only even in a shared store.
         tag = layout.root / "CACHEDIR.TAG"
         if not tag.exists():
             atomic_write(tag, CACHEDIR_TAG, mode=0o444)
