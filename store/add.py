@@ -87,7 +87,9 @@ def _fetch_and_commit(store: Store, request: AddRequest, url: str) -> AddResult:
         # gc must not delete objects that are published but not yet referenced.
         with store.lock("gc", shared=True):
             # 5. Publish objects: rename, never copy; keep intact existing objects.
-            _publish(layout, members)
+            with store.journal.read() as txn:
+                committed = {k for k in _object_keys(members) if txn.is_referenced(k)}
+            _publish(layout, members, committed)
             faults.point("add.published")
 
             # 6. The manifest file, from which the journal can be rebuilt.
@@ -95,7 +97,8 @@ def _fetch_and_commit(store: Store, request: AddRequest, url: str) -> AddResult:
             mid = blake3_bytes(canonical)
             path = layout.manifest_path(mid)
             try:
-                if not path.exists():
+                # Rewritten unless intact: a power loss can leave it empty.
+                if not path.exists() or path.read_bytes() != canonical:
                     atomic_write(path, canonical, mode=0o444, durable=False)
                 # 7. One syncfs makes every object and the manifest durable at once.
                 syncfs(layout.root)
@@ -122,7 +125,14 @@ def _manifest(members: list[Member], got: Fetched, url: str) -> Manifest:
     return Manifest(source=Source(urls=[url], size=got.size, digests=got.digests), entries=entries)
 
 
-def _publish(layout: Layout, members: list[Member]) -> None:
+def _object_keys(members: list[Member]) -> set[str]:
+    return {m.digest + (".x" if m.executable else "") for m in members if m.blob and m.digest}
+
+
+def _publish(layout: Layout, members: list[Member], committed: set[str]) -> None:
+    """Move blobs into objects/. An existing object is kept only if a committed
+    manifest refers to it (it was durable before that commit, spec/store.md §7);
+    an unreferenced one may be what a power loss left, so the fresh blob wins."""
     # Layout.object_path as a str: pathlib costs ~10 µs a call, 80 ms on a big tree.
     objects = os.fspath(layout.objects)
     for m in members:
@@ -134,8 +144,8 @@ def _publish(layout: Layout, members: list[Member]) -> None:
             existing = os.stat(target)
         except FileNotFoundError:
             existing = None
-        if existing is not None and existing.st_size == m.size:
-            os.unlink(m.blob)  # intact already: keep the inode installs may share
+        if existing is not None and existing.st_size == m.size and key in committed:
+            os.unlink(m.blob)  # keep the inode that installs may share
             continue
         try:
             try:

@@ -143,10 +143,20 @@ def _heal(
     damage: list[Damage],
     options: InstallOptions,
 ) -> None:
-    repair(store, record, manifest, damage, options=options.fetch, limits=options.limits)
-    left = verify(store.layout, Manifest(source=manifest.source, entries=manifest.files), "stat")
-    if left:
-        raise DamageError(record.id, left, why="still damaged after repair", hint=None)
+    whole = Manifest(source=manifest.source, entries=manifest.files)
+    # A cleaner may delete more objects while the repair runs; heal those too,
+    # a few rounds, rather than fail an install whose source is reachable.
+    for _ in range(3):
+        repair(store, record, manifest, damage, options=options.fetch, limits=options.limits)
+        damage = verify(store.layout, whole, "stat")
+        if not damage:
+            return
+    raise DamageError(
+        record.id,
+        damage,
+        why="objects keep disappearing while they are repaired",
+        hint="stop whatever is deleting files under the store's objects/ and retry",
+    )
 
 
 # -- which entries, at which paths ----------------------------------------------

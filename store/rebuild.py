@@ -24,51 +24,56 @@ class RebuildResult:
 
 def rebuild(store: Store) -> RebuildResult:
     store.require_writable("rebuild the journal")
+    with store.lock("rebuild"):
+        return rebuild_locked(store)
+
+
+def rebuild_locked(store: Store) -> RebuildResult:
+    """rebuild(), for a caller that already holds the rebuild lock exclusively."""
     found: list[tuple[str, bytes, Manifest, float]] = []
     ignored: list[str] = []
-    with store.lock("rebuild"):
-        for path in sorted(store.layout.manifests.glob("*.json")):
-            mid = path.stem
-            try:
-                raw = path.read_bytes()
-                manifest = Manifest.parse(raw)
-                mtime = path.stat().st_mtime
-            except (OSError, ValidationError, ValueError):
-                ignored.append(path.name)
-                continue
-            if not is_blake3_hex(mid) or blake3_bytes(raw) != mid:
-                ignored.append(path.name)
-                continue
-            found.append((mid, raw, manifest, mtime))
+    for path in sorted(store.layout.manifests.glob("*.json")):
+        mid = path.stem
+        try:
+            raw = path.read_bytes()
+            manifest = Manifest.parse(raw)
+            mtime = path.stat().st_mtime
+        except (OSError, ValidationError, ValueError):
+            ignored.append(path.name)
+            continue
+        if not is_blake3_hex(mid) or blake3_bytes(raw) != mid:
+            ignored.append(path.name)
+            continue
+        found.append((mid, raw, manifest, mtime))
 
-        def write(txn: Txn) -> None:
-            for mid, raw, manifest, mtime in found:
-                aid = manifest.source.artifact_id
-                current = txn.artifact(aid)
-                files = manifest.files
-                record = current or ArtifactRecord(
-                    id=aid,
-                    manifest=mid,
-                    urls=manifest.source.urls,
-                    digests=manifest.source.digests,
-                    size=manifest.source.size,
-                    files=len(files),
-                    bytes=sum(e.size or 0 for e in files),
-                    added=mtime,
-                    last_used=mtime,
-                )
-                txn.put_artifact(record)
-                txn.put_manifest(mid, raw)
-                for algo, hexdigest in record.digests.items():
-                    txn.put_alias(f"{algo}:{hexdigest}", aid)
-                for url in record.urls:
-                    txn.put_alias(f"url:{url}", aid)
-                for key in {e.object_key for e in files}:
-                    txn.put_ref(key, aid)
-            detail = f"{len(found)} artifact(s) from manifest files"
-            if ignored:
-                detail += f"; ignored {len(ignored)} invalid file(s)"
-            txn.append_log(LogRecord.now("rebuild", "committed", detail=detail))
+    def write(txn: Txn) -> None:
+        for mid, raw, manifest, mtime in found:
+            aid = manifest.source.artifact_id
+            current = txn.artifact(aid)
+            files = manifest.files
+            record = current or ArtifactRecord(
+                id=aid,
+                manifest=mid,
+                urls=manifest.source.urls,
+                digests=manifest.source.digests,
+                size=manifest.source.size,
+                files=len(files),
+                bytes=sum(e.size or 0 for e in files),
+                added=mtime,
+                last_used=mtime,
+            )
+            txn.put_artifact(record)
+            txn.put_manifest(mid, raw)
+            for algo, hexdigest in record.digests.items():
+                txn.put_alias(f"{algo}:{hexdigest}", aid)
+            for url in record.urls:
+                txn.put_alias(f"url:{url}", aid)
+            for key in {e.object_key for e in files}:
+                txn.put_ref(key, aid)
+        detail = f"{len(found)} artifact(s) from manifest files"
+        if ignored:
+            detail += f"; ignored {len(ignored)} invalid file(s)"
+        txn.append_log(LogRecord.now("rebuild", "committed", detail=detail))
 
-        store.journal.write(write)
+    store.journal.write(write)
     return RebuildResult(len(found), ignored)

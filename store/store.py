@@ -65,18 +65,26 @@ class Store:
                 op="open journal",
                 hint="ask the store's owner to run `hutch doctor --rebuild`",
             )
-        rebuild_needed = not readonly and not Journal.exists(layout.journal)
-        journal = Journal.open(layout.journal, readonly=readonly, mode=modes.file)
-        store = cls(layout, journal, modes, writable=not readonly)
-        if not readonly:
-            store._recover(rebuild=rebuild_needed)
+        if readonly:
+            journal = Journal.open(layout.journal, readonly=True, mode=modes.file)
+            return cls(layout, journal, modes, writable=False)
+        # A journal being re-created exists before it is whole. Its rebuild holds
+        # this lock exclusively until it is, so every other open waits behind it
+        # (spec/store.md §9) instead of adding to, or gc-ing from, a half index.
+        missing = not Journal.exists(layout.journal)
+        lock = FileLock(layout.locks / "rebuild.lock", shared=not missing, mode=modes.file)
+        with lock:
+            missing = not Journal.exists(layout.journal)
+            journal = Journal.open(layout.journal, readonly=False, mode=modes.file)
+            store = cls(layout, journal, modes, writable=True)
+            if missing and not lock.shared and any(layout.manifests.glob("*.json")):
+                from hutch.store.rebuild import rebuild_locked
+
+                rebuild_locked(store)
+        store._recover()
         return store
 
-    def _recover(self, *, rebuild: bool) -> None:
-        if rebuild and any(self.layout.manifests.glob("*.json")):
-            from hutch.store.rebuild import rebuild as do_rebuild
-
-            do_rebuild(self)
+    def _recover(self) -> None:
         aborted = sweep(self.layout.staging)
         if aborted:
             self.journal.write(lambda txn: [txn.append_log(r) for r in aborted])

@@ -782,11 +782,6 @@ def test_gc_waits_for_an_add_in_flight_and_never_deletes_its_objects(
     assert snapshot(dest) == b.tree
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: store/install.py _heal raises DamageError when a cleaner deletes another "
-    "object while the repair runs, though every source is reachable; it should heal again",
-)
 def test_damage_appearing_while_install_heals_is_healed_too(
     runner: Runner, corpus: list[Archive], tmp_path: Path
 ) -> None:

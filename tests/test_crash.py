@@ -350,12 +350,6 @@ def test_power_loss_before_the_commit_leaves_unreferenced_files_only(
     runner.ok("verify", "--full")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: store/add.py keeps an existing manifest file without checking its bytes "
-    "(`if not path.exists()`), so one emptied by a power loss stays empty and a journal "
-    "rebuild cannot find the committed artifact",
-)
 def test_power_loss_emptied_manifest_is_rewritten_by_the_next_add(
     runner: Runner, corpus: list[Archive]
 ) -> None:
@@ -370,11 +364,6 @@ def test_power_loss_emptied_manifest_is_rewritten_by_the_next_add(
     assert _listed(runner) == {a.aid}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: store/add.py _publish keeps an existing object of the right size without "
-    "checking it; an unreferenced one a power loss filled with garbage gets committed",
-)
 def test_power_loss_garbage_object_of_the_right_size_is_replaced_by_the_next_add(
     runner: Runner, corpus: list[Archive]
 ) -> None:
@@ -464,12 +453,6 @@ def _fake_manifests(store: Path, count: int) -> None:
         (store / "manifests" / f"{blake3.blake3(raw).hexdigest()}.json").write_bytes(raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: store/store.py:68 and store/rebuild.py:29: while one process re-creates a "
-    "lost journal, others see an existing, empty one; an add commits to it and a gc then "
-    "deletes every object and manifest file the rebuild has not indexed yet",
-)
 def test_gc_during_a_journal_rebuild_deletes_nothing_committed(
     runner: Runner, corpus: list[Archive], tmp_path: Path
 ) -> None:
