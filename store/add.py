@@ -6,6 +6,7 @@ objects, write the manifest, syncfs, one journal transaction.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from hutch.extract import Limits, Member, extract
 from hutch.fetch import Fetched, FetchOptions, fetch
 from hutch.store import faults
 from hutch.store.digest import Pin, blake3_bytes
-from hutch.store.errors import store_error
+from hutch.store.errors import HutchError, store_error
 from hutch.store.fsutil import atomic_write, syncfs
 from hutch.store.journal import ArtifactRecord, LogRecord, Txn
 from hutch.store.layout import Layout
@@ -59,7 +60,9 @@ def add(store: Store, request: AddRequest) -> AddResult:
         try:
             return _fetch_and_commit(store, request, url)
         except BaseException as exc:
-            store.log(LogRecord.now("add", "failed", detail=f"{url}: {_oneline(exc)}"))
+            # Best effort: a full or read-only journal must not replace the real error.
+            with contextlib.suppress(HutchError):
+                store.log(LogRecord.now("add", "failed", detail=f"{url}: {_oneline(exc)}"))
             raise
 
 
@@ -76,12 +79,16 @@ def _fetch_and_commit(store: Store, request: AddRequest, url: str) -> AddResult:
 
         # 4. Extract: blobs hashed while written, with their final object modes.
         blobs = stage / "blobs"
-        blobs.mkdir()
+        try:
+            blobs.mkdir()
+        except OSError as exc:
+            raise store_error("create", blobs, exc) from exc
         members = extract(archive, blobs, limits=request.limits, display=url)
         faults.point("add.extracted")
         # The archive is done with. Gone before the syncfs below, its dirty pages
         # are dropped, not written: a 1 GiB archive would double that flush.
-        os.unlink(archive)
+        with contextlib.suppress(OSError):
+            os.unlink(archive)
         manifest = _manifest(members, got, url)
 
         # gc must not delete objects that are published but not yet referenced.
@@ -100,10 +107,13 @@ def _fetch_and_commit(store: Store, request: AddRequest, url: str) -> AddResult:
                 # Rewritten unless intact: a power loss can leave it empty.
                 if not path.exists() or path.read_bytes() != canonical:
                     atomic_write(path, canonical, mode=0o444, durable=False)
-                # 7. One syncfs makes every object and the manifest durable at once.
-                syncfs(layout.root)
             except OSError as exc:
                 raise store_error("write the manifest", path, exc) from exc
+            # 7. One syncfs makes every object and the manifest durable at once.
+            try:
+                syncfs(layout.root)
+            except OSError as exc:
+                raise store_error("flush (syncfs) the store at", layout.root, exc) from exc
             faults.point("add.synced")
 
             # 8. One write transaction: the artifact becomes visible whole, or not at all.

@@ -261,13 +261,16 @@ class Journal:
             try:
                 env = _open_env(path, readonly=readonly, mode=mode)
             except lmdb.Error as exc:
-                raise StoreError(
-                    f"cannot open the journal at {path}: {exc}",
-                    path=path,
-                    op="open journal",
-                    hint="run `hutch doctor`; `hutch doctor --rebuild` rebuilds it from the "
-                    "manifest files",
-                ) from exc
+                error = _translate(exc, path)  # a full disk or a permission: say so
+                if type(error) is StoreError:  # no OS error behind it: the file is damaged
+                    error = StoreError(
+                        f"cannot open the journal at {path}: {exc}",
+                        path=path,
+                        op="open journal",
+                        hint="run `hutch doctor`; `hutch doctor --rebuild` rebuilds it from the "
+                        "manifest files",
+                    )
+                raise error from exc
             _ENVS[key] = env
         try:
             # Opening the named databases of a new journal is its first write.

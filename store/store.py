@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hutch.store.digest import Pin, is_blake3_hex
-from hutch.store.errors import ReadOnlyStore, UsageError
+from hutch.store.errors import HutchError, ReadOnlyStore, UsageError
 from hutch.store.journal import ArtifactRecord, Journal, LogRecord, Txn
 from hutch.store.layout import Layout, Modes, init
 from hutch.store.lock import FileLock
@@ -87,7 +88,9 @@ class Store:
     def _recover(self) -> None:
         aborted = sweep(self.layout.staging)
         if aborted:
-            self.journal.write(lambda txn: [txn.append_log(r) for r in aborted])
+            # Best effort: a full journal must not stop `ls` or `doctor` from running.
+            with contextlib.suppress(HutchError):
+                self.journal.write(lambda txn: [txn.append_log(r) for r in aborted])
 
     # -- helpers every verb uses -------------------------------------------
     def require_writable(self, what: str) -> None:
