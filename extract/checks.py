@@ -72,6 +72,16 @@ class Tree:
             )
 
     def _parents(self, rel: str, raw: str) -> None:
+        parent, slash, _ = rel.rpartition("/")
+        if not slash:
+            return
+        entry = self._entries.get(parent)
+        if entry is not None and entry.kind == "dir":
+            # Every entry's parents were checked (and registered as directories)
+            # when it was added, and no entry ever changes kind, so a parent that
+            # is a directory already vouches for all of its own parents. Siblings
+            # skip the walk below: 1 lookup instead of one join and lookup per level.
+            return
         parts = rel.split("/")
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, cast
 
@@ -80,6 +81,44 @@ def _pax_problem(body: bytes, *, is_global: bool) -> str | None:
     return None
 
 
+_STDLIB_CHKSUMS: Callable[[bytes], tuple[int, int]] = tarfile.calc_chksums  # type: ignore[attr-defined]
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+
+
+def calc_chksums(buf: bytes) -> tuple[int, int]:
+    """tarfile.calc_chksums, exactly, ~17x faster: (unsigned, signed) header checksums.
+
+    tarfile checks every header block with this module-level function, which
+    unpacks 504 one-byte fields twice: 10 us per block, 60% of TarInfo.frombuf
+    and a quarter of extracting the Django sdist (two blocks per member, pax and
+    ustar). Here the sum is taken by zlib.adler32, whose low 16 bits are 1 plus
+    the byte sum mod 65521, exact for pieces of at most 256 bytes (<= 65280);
+    the signed sum differs by 256 per byte >= 0x80, and ASCII headers have none.
+    """
+    if type(buf) is not bytes or len(buf) < BLOCK:
+        return _STDLIB_CHKSUMS(buf)
+    a = zlib.adler32
+    # 256 for the checksum field counted as spaces, less the three adler 1s.
+    unsigned = (a(buf[:148]) & 0xFFFF) + (a(buf[156:412]) & 0xFFFF) + (a(buf[412:512]) & 0xFFFF)
+    unsigned += 256 - 3
+    if buf.isascii():
+        return unsigned, unsigned
+    head, tail = buf[:148], buf[156:512]
+    high = 504 - len(head.translate(None, _HIGH_BYTES)) - len(tail.translate(None, _HIGH_BYTES))
+    return unsigned, unsigned - 256 * high
+
+
+def _install_chksums() -> None:
+    # Swapped in only while it agrees with the running tarfile's own on blocks
+    # of every kind: plain ASCII, all high bytes, and mixed.
+    samples = [bytes(BLOCK), b"\xff" * BLOCK, bytes(range(256)) * 2, (b"ustar\x80 " * 74)[:BLOCK]]
+    if all(calc_chksums(b) == _STDLIB_CHKSUMS(b) for b in samples):
+        tarfile.calc_chksums = calc_chksums  # type: ignore[attr-defined]
+
+
+_install_chksums()
+
+_ENDS_EARLY = "truncated archive: member data ends early"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.GNUTYPE_SPARSE)
 _SPECIAL = {
     tarfile.CHRTYPE: "character device",
@@ -267,6 +306,16 @@ class _TarUnpacker:
         if ti.type in _FILE_TYPES:
             self.tree.claim(raw, rel, "file")
             executable = bool(ti.mode & 0o111)
+            if ti.sparse is None and ti.size <= CHUNK:
+                # Most members are small: one read from the decoded stream and one
+                # write, instead of a read loop through a closure.
+                self.stream.seek(ti.offset_data)
+                data = self.stream.read(ti.size)
+                if len(data) != ti.size:
+                    raise self.refuse(raw, _ENDS_EARLY)
+                blob = self.writer.write_bytes(raw, data, executable=executable)
+                self.tree.add_file(rel, blob, executable=executable)
+                return
             read, size = self.data(ti)
             blob = self.writer.write(raw, read, executable=executable)
             if blob.size != size:
@@ -331,7 +380,7 @@ class _TarUnpacker:
                 return b""
             data = source(min(n, left))
             if not data:
-                raise self.refuse(ti.name, "truncated archive: member data ends early")
+                raise self.refuse(ti.name, _ENDS_EARLY)
             left -= len(data)
             return data
 

@@ -3,9 +3,9 @@
 Every regular-file member becomes one flat file in the staging directory, named
 by a counter, written with O_CREAT|O_EXCL relative to a directory fd (so no
 member name is ever joined onto a path), hashed with blake3 while it is written,
-and given its final object mode with fchmod before close. Bytes are counted as
-they are written, and the limits are enforced on that count, never on sizes an
-archive declares.
+and created with its final object mode (fixed with fchmod before close when the
+umask would strip a bit). Bytes are counted as they are written, and the limits
+are enforced on that count, never on sizes an archive declares.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import NoReturn, Self
 
 from hutch.extract import Limits
 from hutch.store import digest
 from hutch.store.digest import Blake3Hex
 from hutch.store.errors import ArchiveError, store_error
+from hutch.store.fsutil import current_umask
 
 CHUNK = 1 << 20
 
@@ -28,6 +29,8 @@ CHUNK = 1 << 20
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Reader = Callable[[int], bytes]
+
+_MODES = (0o444, 0o555)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,15 @@ class Budget:
             )
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    # One write(2) nearly always takes it all; a memoryview only for the rest.
+    done = os.write(fd, data)
+    if done < len(data):
+        view = memoryview(data)[done:]
+        while view:
+            view = view[os.write(fd, view) :]
+
+
 class BlobWriter:
     """Writes member contents as flat blob files into ``staging``."""
 
@@ -124,6 +136,13 @@ class BlobWriter:
             self._dirfd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise store_error("open staging directory", staging, exc) from exc
+        # A blob is created with its final mode, as GNU tar creates a file with
+        # the archive's mode (the open that creates a 0444 file may still write
+        # it; staging is private, so nobody else sees it half-written). Only a
+        # umask that strips one of those bits (0o077, say) needs the fchmod that
+        # makes the mode exact. Skipping it saves a syscall per blob (~1.5 us).
+        umask = current_umask()
+        self._fchmod = umask is None or bool(umask & 0o555)
 
     def close(self) -> None:
         os.close(self._dirfd)
@@ -134,33 +153,56 @@ class BlobWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def write(self, member: str, read: Reader, *, executable: bool) -> Blob:
-        """Copy ``read(CHUNK)`` until it returns b"" into a new blob; hash and count."""
+    def _create(self, *, executable: bool) -> tuple[int, str]:
         self._count += 1
         name = f"{self._count:08x}"
-        path = self.staging / name
+        try:
+            return os.open(name, _FLAGS, _MODES[executable], dir_fd=self._dirfd), name
+        except OSError as exc:
+            raise store_error("create blob", self.staging / name, exc) from exc
+
+    def _abandon(self, fd: int, name: str, exc: BaseException) -> NoReturn:
+        os.close(fd)
+        # A partial blob is never left behind, not even in private staging.
+        os.unlink(name, dir_fd=self._dirfd)
+        if isinstance(exc, OSError):
+            raise store_error("write blob", self.staging / name, exc) from exc
+        raise exc
+
+    def write_bytes(self, member: str, data: bytes, *, executable: bool) -> Blob:
+        """A blob holding ``data``: a whole member already in memory (at most ~CHUNK).
+
+        Most members are a few KiB, so one write and one blake3 call replace the
+        read loop; the bytes are counted before the blob is even created.
+        """
+        size = len(data)
+        self.budget.add_written(size, member)
+        fd, name = self._create(executable=executable)
+        try:
+            if size:
+                _write_all(fd, data)
+            if self._fchmod:
+                os.fchmod(fd, _MODES[executable])
+        except BaseException as exc:
+            self._abandon(fd, name, exc)
+        os.close(fd)
+        return Blob(self.staging / name, digest.blake3_bytes(data), size)
+
+    def write(self, member: str, read: Reader, *, executable: bool) -> Blob:
+        """Copy ``read(CHUNK)`` until it returns b"" into a new blob; hash and count."""
         hasher = digest.new("blake3")
         size = 0
-        try:
-            fd = os.open(name, _FLAGS, 0o600, dir_fd=self._dirfd)
-        except OSError as exc:
-            raise store_error("create blob", path, exc) from exc
+        fd, name = self._create(executable=executable)
         try:
             while data := read(CHUNK):
                 n = len(data)
                 self.budget.add_written(n, member)
-                view = memoryview(data)
-                hasher.update(view)
-                while view:
-                    view = view[os.write(fd, view) :]
+                hasher.update(data)
+                _write_all(fd, data)
                 size += n
-            os.fchmod(fd, 0o555 if executable else 0o444)
+            if self._fchmod:
+                os.fchmod(fd, _MODES[executable])
         except BaseException as exc:
-            os.close(fd)
-            # A partial blob is never left behind, not even in private staging.
-            os.unlink(name, dir_fd=self._dirfd)
-            if isinstance(exc, OSError):
-                raise store_error("write blob", path, exc) from exc
-            raise
+            self._abandon(fd, name, exc)
         os.close(fd)
-        return Blob(path, Blake3Hex(hasher.hexdigest()), size)
+        return Blob(self.staging / name, Blake3Hex(hasher.hexdigest()), size)

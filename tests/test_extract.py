@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import errno
 import os
+import random
+import re
 import shutil
 import stat
+import struct
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +24,7 @@ import hypothesis.configuration
 import pytest
 from archives import CASES, END, Case, D, F, Node, S, Tree, header, member
 from hutch.extract import Limits, Member, extract, parse_size
+from hutch.extract import tar as tar_reader
 from hutch.extract.checks import Tree as MemberTree
 from hutch.store import digest
 from hutch.store.errors import ArchiveError, DiskFull, UsageError
@@ -666,3 +672,289 @@ def test_tarfile_module_is_only_imported_by_readers() -> None:
 def test_node_helpers() -> None:
     assert Node("file", b"x") == F(b"x")
     assert tarfile.REGTYPE == b"0"
+
+
+# -- the direct zip reader (stored and deflate members, spec/extract.md §7) -------
+
+# Not a multiple of any buffer size, and incompressible enough that the deflated
+# copy is itself more than one read (CHUNK) long; the same bytes every run.
+_NOISE = random.Random(2235).randbytes(3 << 20)
+_LARGE = _NOISE + bytes(range(256)) * 4096 + b"tail"
+
+
+def _zip_of(entries: list[archives.RawEntry], tmp: Path) -> tuple[Path, Path]:
+    archive = tmp / "a.zip"
+    archive.write_bytes(archives.raw_zip(entries))
+    staging = tmp / "staging"
+    staging.mkdir()
+    return archive, staging
+
+
+def _refusal(archive: Path, staging: Path) -> str:
+    with pytest.raises(ArchiveError) as info:
+        extract(archive, staging)
+    assert_staging_flat(staging)
+    return info.value.reason
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, len(_LARGE)])
+def test_zip_member_sizes_round_the_chunk(method: int, size: int, tmp_path: Path) -> None:
+    """spec/extract.md §7: whole-in-memory and streamed members give the same bytes."""
+    data = _LARGE[:size]
+    archive, staging = _zip_of([archives.RawEntry(b"m", data, method=method)], tmp_path)
+    (member,) = extract(archive, staging)
+    assert member.blob is not None
+    assert member.blob.read_bytes() == data
+    assert (member.size, member.digest) == (size, digest.blake3_bytes(data))
+    assert stat.S_IMODE(member.blob.stat().st_mode) == 0o444
+
+
+def test_streamed_zip_member_matches_unzip(tmp_path: Path) -> None:
+    """spec/extract.md §Tree: a 3 MiB deflated and a stored member, as unzip writes them."""
+    if UNZIP is None:
+        pytest.skip("unzip not installed")
+    archive = tmp_path / "big.zip"
+    archive.write_bytes(
+        archives.zipped(
+            [
+                archives.Z("d/big", _LARGE),
+                archives.Z("d/stored", _LARGE[::-1], method=zipfile.ZIP_STORED),
+                archives.Z("d/run", _LARGE[:5000], mode=0o100755),
+            ],
+            streamed=True,  # data descriptors too
+        )
+    )
+    out = tmp_path / "unzip"
+    subprocess.run(["unzip", "-qq", str(archive), "-d", str(out)], check=True)
+    assert _hutch_tree(archive, tmp_path) == tree_on_disk(out)
+
+
+def _deflated(data: bytes) -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+@pytest.mark.parametrize("data", [archives.HELLO * 50, _LARGE], ids=["small", "large"])
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_zip_crc_mismatch_is_refused(data: bytes, method: int, tmp_path: Path) -> None:
+    """spec/extract.md §Refusals (zip): a CRC mismatch, in memory or streamed; no blob left."""
+    bad = zlib.crc32(data) ^ 1
+    archive, staging = _zip_of([archives.RawEntry(b"m", data, method=method, crc=bad)], tmp_path)
+    assert "CRC" in _refusal(archive, staging)
+    assert list(staging.iterdir()) == []  # the streamed blob was unlinked too
+
+
+@pytest.mark.parametrize("data", [archives.HELLO * 50, _LARGE], ids=["small", "large"])
+def test_zip_deflate_data_ending_early_is_refused(data: bytes, tmp_path: Path) -> None:
+    """spec/extract.md §Refusals (zip): compressed bytes cut before the deflate stream ends."""
+    cut = len(_deflated(data)) // 2
+    entry = archives.RawEntry(b"m", data, method=zipfile.ZIP_DEFLATED, csize=cut)
+    archive, staging = _zip_of([entry], tmp_path)
+    assert "deflate data ends before the end of the stream" in _refusal(archive, staging)
+
+
+def _as_deflated(one_entry_zip: bytes) -> bytes:
+    """A one-entry raw_zip() whose stored payload is relabelled as deflate data."""
+    out = bytearray(one_entry_zip)
+    central = out.index(b"PK\x01\x02")
+    out[8:10] = out[central + 10 : central + 12] = zipfile.ZIP_DEFLATED.to_bytes(2, "little")
+    return bytes(out)
+
+
+@pytest.mark.parametrize("data", [archives.HELLO * 50, _LARGE], ids=["small", "large"])
+def test_zip_deflate_stream_without_its_end_is_refused(data: bytes, tmp_path: Path) -> None:
+    """spec/extract.md §Refusals (zip): every byte there, CRC right, but no final block.
+
+    zipfile accepts such a member (it stops at the declared size); hutch wants
+    the stream's own end, as every deflate stream a zip writer finishes has.
+    """
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    unfinished = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert zlib.decompressobj(-15).decompress(unfinished) == data
+    entry = archives.RawEntry(b"m", unfinished, crc=zlib.crc32(data), usize=len(data))
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_as_deflated(archives.raw_zip([entry])))
+    (tmp_path / "staging").mkdir()
+    assert "deflate data ends" in _refusal(archive, tmp_path / "staging")
+
+
+@pytest.mark.parametrize("data", [archives.HELLO * 50, _LARGE], ids=["small", "large"])
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_zip_member_holding_more_than_declared_is_refused(
+    data: bytes, method: int, tmp_path: Path
+) -> None:
+    """spec/extract.md §Refusals (zip): data past the declared size is refused, not cut off.
+
+    zipfile would cut it at the declared size and check the CRC of what is left;
+    unzip writes it all. The CRC here is that of the declared prefix.
+    """
+    size = len(data) - 1
+    entry = archives.RawEntry(b"m", data, method=method, usize=size, crc=zlib.crc32(data[:size]))
+    archive, staging = _zip_of([entry], tmp_path)
+    written = 0
+    real_write = os.write
+
+    def counting_write(fd: int, chunk: bytes | memoryview) -> int:
+        nonlocal written
+        n = real_write(fd, chunk)
+        written += n
+        return n
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "write", counting_write)
+        assert "differs from the declared" in _refusal(archive, staging)
+    assert written <= size  # stopped at the declared size, not after writing it all
+
+
+def test_zip_name_flag_disagreeing_with_central_is_refused(tmp_path: Path) -> None:
+    """spec/extract.md §Refusals (zip): local and central copies of a name read differently.
+
+    The bytes are equal, but only the central record sets the UTF-8 flag, so a
+    reader trusting the local header gets a cp437 name (zipfile refuses this too).
+    """
+    raw = archives.raw_zip([archives.RawEntry("café".encode(), archives.HELLO, flags=0x800)])
+    out = bytearray(raw)
+    out[6:8] = (0).to_bytes(2, "little")  # the local header's flag bits
+    archive, staging = tmp_path / "a.zip", tmp_path / "staging"
+    archive.write_bytes(bytes(out))
+    staging.mkdir()
+    assert "decode the name differently" in _refusal(archive, staging)
+
+
+def test_zip_patched_data_flag_is_refused(tmp_path: Path) -> None:
+    """spec/extract.md §Refusals (zip): flag bit 5 (compressed patched data) is not data."""
+    entry = archives.RawEntry(b"m", archives.HELLO, flags=0x20)
+    archive, staging = _zip_of([entry], tmp_path)
+    assert "patched data" in _refusal(archive, staging)
+
+
+def test_enospc_while_streaming_a_zip_member(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spec/extract.md §Errors: ENOSPC half-way through a streamed blob: DiskFull, blob gone."""
+    archive, staging = _zip_of([archives.RawEntry(b"m", _LARGE, method=8)], tmp_path)
+    real_write = os.write
+    calls = 0
+
+    def fills_up(fd: int, data: bytes | memoryview) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", fills_up)
+    with pytest.raises(DiskFull):
+        extract(archive, staging)
+    assert list(staging.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o277, 0o777])
+def test_blob_modes_are_exact_whatever_the_umask(umask: int, tmp_path: Path) -> None:
+    """spec/extract.md §1: blobs end 0444/0555 even when the umask strips those bits."""
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(
+        archives.zipped(
+            [
+                archives.Z("a", archives.HELLO),
+                archives.Z("x", archives.HELLO, mode=0o100755),
+                archives.Z("big", _LARGE),
+            ]
+        )
+    )
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    old = os.umask(umask)
+    try:
+        members = extract(archive, staging)
+    finally:
+        os.umask(old)
+    modes = {m.path: stat.S_IMODE(m.blob.stat().st_mode) for m in members if m.blob is not None}
+    assert modes == {"a": 0o444, "x": 0o555, "big": 0o444}
+
+
+def test_peak_memory_of_a_large_member_stays_flat(tmp_path: Path) -> None:
+    """spec/extract.md §2, §7: a 96 MiB member is streamed; peak RSS grows by far less."""
+    archive = tmp_path / "zeros.zip"
+    archive.write_bytes(archives.zipped([archives.Z("zeros", bytes(96 << 20))]))
+    (tmp_path / "staging").mkdir()
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from hutch.extract import extract\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "(m,) = extract(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+        "assert m.size == 96 << 20\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(archive), str(tmp_path / "staging")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    grown_kib = int(proc.stdout)
+    assert grown_kib < 24 << 10, f"peak RSS grew by {grown_kib} KiB"
+
+
+@given(st.binary(min_size=512, max_size=600) | st.binary(max_size=520))
+def test_fast_tar_checksum_is_tarfile_s(block: bytes) -> None:
+    """spec/extract.md §7: the faster header checksum gives tarfile's exact answers."""
+    try:
+        want: object = tar_reader._STDLIB_CHKSUMS(block)
+    except struct.error:
+        want = struct.error
+    try:
+        got: object = tar_reader.calc_chksums(block)
+    except struct.error:
+        got = struct.error
+    assert got == want
+    assert tarfile.calc_chksums is tar_reader.calc_chksums  # type: ignore[attr-defined]
+
+
+@given(st.lists(st.sampled_from([0, 0x20, 0x7F, 0x80, 0xFF]), min_size=512, max_size=512))
+def test_fast_tar_checksum_on_high_bytes(values: list[int]) -> None:
+    """Signed and unsigned sums differ exactly where bytes have the high bit set."""
+    block = bytes(values)
+    assert tar_reader.calc_chksums(block) == tar_reader._STDLIB_CHKSUMS(block)
+
+
+_STREAMED_SEED = archives.zipped(
+    [
+        archives.Z("a", archives.HELLO),
+        archives.Z("big", bytes(range(256)) * 6000 + _NOISE[: 1 << 19]),
+        archives.Z("stored", bytes(3 << 19), method=zipfile.ZIP_STORED),
+    ]
+)
+
+
+@settings(
+    max_examples=_FUZZ // 3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    flips=st.lists(
+        st.tuples(st.integers(0, len(_STREAMED_SEED) - 1), st.integers(0, 255)),
+        min_size=1,
+        max_size=4,
+    ),
+    near_headers=st.booleans(),
+    cut=st.one_of(st.none(), st.integers(0, len(_STREAMED_SEED))),
+)
+def test_mutated_streamed_zip_members_only_raise_archive_error(
+    flips: list[tuple[int, int]],
+    near_headers: bool,
+    cut: int | None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """spec/extract.md §Errors: members read in CHUNK steps, damaged anywhere, never crash."""
+    data = bytearray(_STREAMED_SEED)
+    heads = [m.start() for m in re.finditer(rb"PK\x03\x04|PK\x01\x02", data)]
+    for pos, value in flips:
+        where = heads[pos % len(heads)] + pos % 64 if near_headers else pos
+        data[where % len(data)] = value
+    if cut is not None:
+        data = data[:cut]
+    _only_archive_errors(bytes(data), tmp_path_factory.mktemp("mutz"), _FUZZ_LIMITS)
