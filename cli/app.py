@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -108,25 +108,26 @@ def _pin(digest: str | None) -> Pin | None:
 
 # -- add -------------------------------------------------------------------
 @app.command()
-@click.argument("source")
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
 @click.option(
     "--digest",
     metavar="ALGO:HEX",
-    help="Pinned digest: sha256:HEX, sha512:HEX, blake3:HEX or SRI sha256-BASE64.",
+    help="Pinned digest: sha256:HEX, sha512:HEX, blake3:HEX or SRI sha256-BASE64. "
+    "With several SOURCEs, pin each as SOURCE#sha256=HEX instead.",
 )
-@click.option("--name", metavar="NAME", help="A name to find the artifact by.")
+@click.option("--name", metavar="NAME", help="A name to find the artifact by (one SOURCE).")
 @click.option(
     "--mirror",
     "mirrors",
     metavar="URL",
     multiple=True,
-    help="Another URL serving the same bytes (repeatable).",
+    help="Another URL serving the same bytes (repeatable; one SOURCE).",
 )
 @fetch_options
 @pass_ctx
 def add(
     ctx: Context,
-    source: str,
+    sources: tuple[str, ...],
     digest: str | None,
     name: str | None,
     mirrors: tuple[str, ...],
@@ -135,33 +136,75 @@ def add(
     max_unpacked: str | None,
     max_entries: int | None,
 ) -> None:
-    """Fetch SOURCE (URL or path), extract it and commit it. Prints the artifact id."""
-    from hutch.store.add import AddRequest
-    from hutch.store.add import add as do_add
+    """Fetch each SOURCE (URL or path), extract it and commit it; several run in parallel.
 
-    pin = _pin(digest)
-    request = AddRequest(
-        source,
-        pin,
-        name,
-        mirrors,
-        fetch_settings(ctx, timeout, retries),
-        limit_settings(max_unpacked, max_entries),
-    )
-    result = do_add(ctx.store(), request)
-    if pin is None:
-        output.warn(
-            f"no --digest given; recorded sha256:{result.digests['sha256']} "
-            f"(pin it with --digest for reproducible builds)"
+    Prints one artifact id per SOURCE, in order. A SOURCE may carry its pin as
+    URL#sha256=HEX (also sha512, blake3).
+    """
+    from hutch.store.add import AddRequest, add_all
+    from hutch.store.errors import HutchError
+
+    _one_source_only(sources, digest=digest, name=name, mirrors=mirrors)
+    fetch = fetch_settings(ctx, timeout, retries)
+    if len(sources) > 1:
+        fetch = replace(fetch, progress=False)  # several bars from several workers would garble
+    limits = limit_settings(max_unpacked, max_entries)
+    requests = []
+    for given in sources:
+        source, pin = _source_pin(given, digest)
+        requests.append(AddRequest(source, pin, name, mirrors, fetch, limits))
+    failed: list[HutchError] = []
+    for request, result in zip(requests, add_all(ctx.store(), requests), strict=True):
+        if isinstance(result, HutchError):
+            failed.append(result)
+            output.report(result)
+            continue
+        if request.pin is None:
+            output.warn(
+                f"no digest pinned for {request.source}; recorded sha256:"
+                f"{result.digests['sha256']} (pin it with --digest or SOURCE#sha256=HEX "
+                "for reproducible builds)"
+            )
+        click.echo(result.artifact)
+    if failed:
+        if len(requests) > 1:
+            output.info(f"{len(failed)} of {len(requests)} sources failed", quiet=False)
+        raise click.exceptions.Exit(failed[0].exit_code)
+
+
+def _one_source_only(sources: Sequence[str], **options: object) -> None:
+    from hutch.store.errors import UsageError
+
+    given = [f"--{k}" for k, v in options.items() if v]
+    if len(sources) > 1 and given:
+        raise UsageError(
+            f"{' and '.join(given)} apply to one SOURCE, and {len(sources)} were given",
+            hint="pin each source as SOURCE#sha256=HEX, or add them one at a time",
         )
-    click.echo(result.artifact)
+
+
+def _source_pin(given: str, digest: str | None) -> tuple[str, Pin | None]:
+    """The source without a `#sha256=HEX` fragment, and the pin from it or --digest."""
+    from hutch.store.errors import UsageError
+    from hutch.store.store import split_pin
+
+    source, pin = split_pin(given)
+    option = _pin(digest)
+    if pin is not None and option is not None and pin != option:
+        raise UsageError(
+            f"{given} pins {pin} but --digest says {option}", hint="give one digest, not two"
+        )
+    return source, pin or option
 
 
 # -- install ---------------------------------------------------------------
 @app.command()
-@click.argument("artifact")
-@click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--digest", metavar="ALGO:HEX", help="Require this digest (and use it to add a URL).")
+@click.argument("pairs", metavar="ARTIFACT DEST [ARTIFACT DEST]...", nargs=-1, required=True)
+@click.option(
+    "--digest",
+    metavar="ALGO:HEX",
+    help="Require this digest (and use it to add a URL); one ARTIFACT only.",
+)
 @click.option(
     "--link",
     type=click.Choice(["auto", "reflink", "hardlink", "copy", "symlink"]),
@@ -190,8 +233,7 @@ def add(
 @pass_ctx
 def install(
     ctx: Context,
-    artifact: str,
-    dest: Path,
+    pairs: tuple[str, ...],
     digest: str | None,
     link: Any,
     verify_level: Any,
@@ -203,56 +245,88 @@ def install(
     max_unpacked: str | None,
     max_entries: int | None,
 ) -> None:
-    """Install ARTIFACT (id, id prefix, digest, name or URL) into DEST, verified."""
+    """Install each ARTIFACT (id, id prefix, digest, name or URL) into its DEST, verified.
+
+    A URL not in the store yet is added first (pin it with --digest or
+    URL#sha256=HEX); several are added in parallel.
+    """
+    from hutch.store.errors import UsageError
     from hutch.store.install import InstallOptions
     from hutch.store.install import install as do_install
 
-    pin = _pin(digest)
+    if len(pairs) % 2:
+        raise UsageError(
+            f"install takes ARTIFACT DEST pairs; {len(pairs)} argument(s) leave "
+            f"{pairs[-1]!r} without a DEST",
+            hint="hutch install ARTIFACT DEST [ARTIFACT DEST]...",
+        )
+    refs, dests = pairs[0::2], [Path(d).absolute() for d in pairs[1::2]]
+    _one_source_only(refs, digest=digest)
+    twice = sorted({str(d) for d in dests if dests.count(d) > 1})
+    if twice:
+        raise UsageError(f"DEST {twice[0]} is given twice", hint="give each DEST once")
     fetch = fetch_settings(ctx, timeout, retries)
     limits = limit_settings(max_unpacked, max_entries)
     store = ctx.store()
-    record = _resolve_or_add(store, artifact, pin, fetch, limits)
+    records = _resolve_or_add(store, [_source_pin(r, digest) for r in refs], fetch, limits)
     options = InstallOptions(link, verify_level, force, strip_components, subdir, fetch, limits)
-    start = time.perf_counter()
-    result = do_install(store, record, dest.absolute(), options)
-    healed = f", repaired {result.repaired} damaged file(s) first" if result.repaired else ""
-    # One line, each link mode and each fallback cause said once (spec/install.md §3):
-    # `... 2373 files (2370 hardlink, 3 copy; hardlink refused: EPERM x3 — ...) in 0.41 s`
-    output.info(
-        f"installed {record.id[:12]} into {dest}: {result.files} files "
-        f"({result.summary}){healed} in {time.perf_counter() - start:.2f} s",
-        quiet=ctx.quiet,
-    )
-    for warning in result.warnings:
-        output.warn(warning)
+    for record, dest in zip(records, dests, strict=True):
+        start = time.perf_counter()
+        result = do_install(store, record, dest, options)
+        healed = f", repaired {result.repaired} damaged file(s) first" if result.repaired else ""
+        # One line, each link mode and each fallback cause said once (spec/install.md §3):
+        # `... 2373 files (2370 hardlink, 3 copy; hardlink refused: EPERM x3 — ...) in 0.41 s`
+        output.info(
+            f"installed {record.id[:12]} into {dest}: {result.files} files "
+            f"({result.summary}){healed} in {time.perf_counter() - start:.2f} s",
+            quiet=ctx.quiet,
+        )
+        for warning in result.warnings:
+            output.warn(warning)
 
 
 def _resolve_or_add(
-    store: Store, ref: str, pin: Pin | None, fetch: FetchOptions, limits: Limits
-) -> ArtifactRecord:
+    store: Store, refs: Sequence[tuple[str, Pin | None]], fetch: FetchOptions, limits: Limits
+) -> list[ArtifactRecord]:
+    """Each ref as a record: found by pin or ref, else (a URL) added, all missing at once."""
     import re
 
-    from hutch.store.add import AddRequest, add
-    from hutch.store.errors import DigestMismatch
+    from hutch.store.errors import DigestMismatch, HutchError
 
+    found: list[ArtifactRecord | None] = []
     with store.journal.read() as txn:
-        record = store.resolve(txn, str(pin)) if pin else None
-        record = record or store.resolve(txn, ref)
-    if record is None and re.match(r"^(https?|file)://", ref, re.IGNORECASE):
-        aid = add(store, AddRequest(ref, pin, fetch=fetch, limits=limits)).artifact
-        with store.journal.read() as txn:
-            record = txn.artifact(aid)
-    if record is None:
-        with store.journal.read() as txn:
-            return store.get(txn, ref)
-    if pin and record.digests.get(pin.algo, pin.hex) != pin.hex:
-        raise DigestMismatch(
-            f"artifact {record.id[:16]}",
-            algo=pin.algo,
-            expected=pin.hex,
-            got=record.digests[pin.algo],
-        )
-    return record
+        for ref, pin in refs:
+            record = store.resolve(txn, str(pin)) if pin else None
+            found.append(record or store.resolve(txn, ref))
+    missing = [
+        i
+        for i, (ref, _) in enumerate(refs)
+        if found[i] is None and re.match(r"^(https?|file)://", ref, re.IGNORECASE)
+    ]
+    if missing:
+        from hutch.store.add import AddRequest, add_all
+
+        requests = [AddRequest(refs[i][0], refs[i][1], fetch=fetch, limits=limits) for i in missing]
+        for i, result in zip(missing, add_all(store, requests), strict=True):
+            if isinstance(result, HutchError):
+                raise result
+            with store.journal.read() as txn:
+                found[i] = txn.artifact(result.artifact)
+    records = []
+    for (ref, pin), hit in zip(refs, found, strict=True):
+        record = hit
+        if record is None:
+            with store.journal.read() as txn:
+                record = store.get(txn, ref)
+        if pin and record.digests.get(pin.algo, pin.hex) != pin.hex:
+            raise DigestMismatch(
+                f"artifact {record.id[:16]}",
+                algo=pin.algo,
+                expected=pin.hex,
+                got=record.digests[pin.algo],
+            )
+        records.append(record)
+    return records
 
 
 def _register() -> None:

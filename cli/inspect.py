@@ -226,16 +226,15 @@ def verify(
 ) -> None:
     """Check artifacts' objects (all by default). Exit 3 if damage remains."""
     from hutch.store.errors import DamageError, IntegrityError
-    from hutch.store.repair import repair as do_repair
-    from hutch.store.verify import verify as do_verify
+    from hutch.store.verify import verify_all
 
     store = ctx.store()
     with store.journal.read() as txn:
         records = [store.get(txn, a) for a in artifacts] if artifacts else list(txn.artifacts())
         manifests = [store.manifest(txn, r) for r in records]
     report: list[dict[str, Any]] = []
-    for record, manifest in zip(records, manifests, strict=True):
-        damage = do_verify(store.layout, manifest, "full" if full else "stat")
+    found = verify_all(store.layout, [m.files for m in manifests], "full" if full else "stat")
+    for record, manifest, damage in zip(records, manifests, found, strict=True):
         entry: dict[str, Any] = {
             "artifact": record.id,
             "name": record.names[0] if record.names else None,
@@ -243,6 +242,8 @@ def verify(
             "damage": [{"path": d.path, "object": d.object, "problem": d.problem} for d in damage],
         }
         if damage and repair:
+            from hutch.store.repair import repair as do_repair  # fetch and extract: only now
+
             try:
                 do_repair(
                     store,
@@ -346,7 +347,7 @@ def ls(ctx: Context, as_json: bool, sort: str, reverse: bool, filters: tuple[str
 
 def _ls_json(record: ArtifactRecord, use: Usage) -> dict[str, Any]:
     return {
-        **record.model_dump(),
+        **record.to_dict(),
         "unique_bytes": use.unique_bytes,
         "shared_bytes": use.shared_bytes,
     }
@@ -410,8 +411,8 @@ def show(ctx: Context, artifact: str, as_json: bool) -> None:
     entries: list[dict[str, Any]] = []
     for e in manifest.entries:
         # Objects are stored 0444, or 0555 when executable; hardlinked installs share them.
-        mode = (0o555 if e.exec_ else 0o444) if e.type == "file" else _MODES[e.type]
-        entry = {**e.model_dump(by_alias=True, exclude_none=True), "mode": f"{mode:04o}"}
+        mode = (0o555 if e.exec else 0o444) if e.type == "file" else _MODES[e.type]
+        entry = {**e.to_dict(), "mode": f"{mode:04o}"}
         if e.type == "file":
             entry["object"] = str(store.layout.object_path(e.object_key))
         entries.append(entry)
@@ -502,7 +503,7 @@ def log(ctx: Context, as_json: bool, limit: int, ops: tuple[str, ...], since: st
                 break
     records.reverse()
     if as_json:
-        output.emit_json([r.model_dump() for r in records])
+        output.emit_json([r.to_dict() for r in records])
         return
     color = output.use_color()
     for r in records:

@@ -21,7 +21,11 @@ VERBOSE = False
 def run(app: click.Command) -> int:
     """Run the click app and turn every outcome into an exit code (spec/cli.md §Exit codes)."""
     try:
-        app.main(standalone_mode=False, prog_name="hutch")
+        # Without standalone mode click returns a raised Exit's code instead
+        # (a command that reported several failures itself ends that way).
+        code = app.main(standalone_mode=False, prog_name="hutch")
+        if isinstance(code, int):
+            return code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
@@ -94,9 +98,9 @@ def _cause(exc: BaseException) -> BaseException | None:
 
 
 def _plain(exc: BaseException) -> str:
-    from hutch.store.errors import HutchError
+    from hutch.store.errors import ForeignCause, HutchError
 
-    if isinstance(exc, HutchError):
+    if isinstance(exc, HutchError | ForeignCause):
         return str(exc)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -22,6 +22,7 @@ from hutch.store.fsutil import atomic_write, syncfs
 from hutch.store.journal import ArtifactRecord, LogRecord, Txn
 from hutch.store.layout import Layout
 from hutch.store.manifest import Entry, Manifest, Source
+from hutch.store.parallel import forked
 from hutch.store.store import Store, source_url
 
 
@@ -40,6 +41,32 @@ class AddResult:
     artifact: str
     fetched: bool  # False when the store already had it
     digests: dict[str, str]
+
+
+def add_all(store: Store, requests: Sequence[AddRequest]) -> list[AddResult | HutchError]:
+    """add() for several sources at once, each in a process of its own, each committed alone.
+
+    A source that fails or is slow holds back no other; each result is its
+    AddResult or the HutchError it failed with, in the order given. Processes,
+    not threads: most of an add is Python per archive member, under the GIL
+    (tests/bench: four wheels on two cores in ~half the time of one by one).
+    """
+    if len(requests) == 1:
+        return [_add_or_error(store, requests[0])]
+    root = store.layout.root
+
+    def add_here(request: AddRequest) -> AddResult | HutchError:
+        # A forked child: its own journal environment (LMDB's cannot cross fork).
+        return _add_or_error(Store.open(root), request)
+
+    return forked(add_here, requests)
+
+
+def _add_or_error(store: Store, request: AddRequest) -> AddResult | HutchError:
+    try:
+        return add(store, request)
+    except HutchError as exc:
+        return exc
 
 
 def add(store: Store, request: AddRequest) -> AddResult:
@@ -92,7 +119,7 @@ def _fetch_and_commit(store: Store, request: AddRequest, url: str) -> AddResult:
         manifest = _manifest(members, got, url)
 
         # gc must not delete objects that are published but not yet referenced.
-        with store.lock("gc", shared=True):
+        with store.holding_objects():
             # 5. Publish objects: rename, never copy; keep intact existing objects.
             with store.journal.read() as txn:
                 committed = {k for k in _object_keys(members) if txn.is_referenced(k)}
@@ -124,15 +151,15 @@ def _fetch_and_commit(store: Store, request: AddRequest, url: str) -> AddResult:
 
 
 def _manifest(members: list[Member], got: Fetched, url: str) -> Manifest:
-    entries = [
-        Entry(path=m.path, type=m.kind)
+    entries = tuple(
+        Entry(m.path, m.kind)
         if m.kind == "dir"
-        else Entry(path=m.path, type="symlink", target=m.target)
+        else Entry(m.path, "symlink", target=m.target)
         if m.kind == "symlink"
-        else Entry(path=m.path, type="file", size=m.size, exec_=m.executable, digest=m.digest)
+        else Entry(m.path, "file", size=m.size, exec=m.executable, digest=m.digest)
         for m in members
-    ]
-    return Manifest(source=Source(urls=[url], size=got.size, digests=got.digests), entries=entries)
+    )
+    return Manifest(Source((url,), got.size, dict(got.digests)), entries)
 
 
 def _object_keys(members: list[Member]) -> set[str]:

@@ -8,9 +8,6 @@ lockfile has: ``sha256:HEX``, ``sha512:HEX``, ``blake3:HEX`` or SRI
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -26,6 +23,7 @@ Blake3Hex = NewType("Blake3Hex", str)
 ALGOS = {"blake3": 64, "sha256": 64, "sha512": 128}
 _HEX = re.compile(r"[0-9a-f]+")
 CHUNK = 1 << 20
+_STEP = 64 << 10
 
 
 class _Hash(Protocol):
@@ -36,6 +34,8 @@ class _Hash(Protocol):
 def new(algo: str) -> _Hash:
     if algo == "blake3":
         return _blake3.blake3()
+    import hashlib  # only fetching needs sha256/sha512; OpenSSL's start-up costs ~2.5 ms
+
     return hashlib.new(algo)
 
 
@@ -77,6 +77,9 @@ class Pin:
             return cls(algo.lower(), value)
         algo, sep, value = text.partition("-")
         if sep and algo.lower() in ALGOS:
+            import base64
+            import binascii
+
             try:
                 raw = base64.b64decode(value, validate=True)
             except binascii.Error as exc:
@@ -123,15 +126,30 @@ def hash_file(path: str | os.PathLike[str], *, threads: int = 1) -> tuple[Blake3
         os.close(fd)
 
 
-def hash_fd(fd: int, *, threads: int = 1) -> tuple[Blake3Hex, int]:
+def hash_fd(fd: int, *, size_hint: int | None = None, threads: int = 1) -> tuple[Blake3Hex, int]:
     """blake3 and length of what ``fd`` reads from its offset to EOF.
 
     For callers that hold the file open already: verify checks an object's type
-    and size with fstat and hashes the same descriptor, so what it hashes is
-    what it checked, with no second lookup of the path.
+    and size with fstat and hashes the same descriptor. ``size_hint`` (that
+    fstat size) only picks the strategy; the bytes are always read to EOF.
+
+    A file under CHUNK is read in one call into a bytes object of its own size.
+    A package is mostly files of a few KiB, and a fresh 1 MiB buffer for each
+    costs more than hashing them once it runs on a pool thread, whose malloc
+    arena hands the memory back and faults it in again each time (measured on
+    7244 wheel objects, 2 threads: 244 ms of CPU with the buffer, 120 ms without).
     """
+    if size_hint is None:
+        size_hint = os.fstat(fd).st_size
     h = _blake3.blake3(max_threads=threads) if threads > 1 else _blake3.blake3()
     size = 0
+    if size_hint < CHUNK:
+        want = size_hint + 1  # one byte more: a file that grew since fstat shows at once
+        while data := os.read(fd, want):
+            h.update(data)
+            size += len(data)
+            want = _STEP  # the final, empty read: no big allocation for nothing
+        return Blake3Hex(h.hexdigest()), size
     with open(fd, "rb", buffering=0, closefd=False) as f:
         buf = bytearray(CHUNK)
         view = memoryview(buf)

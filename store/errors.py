@@ -40,6 +40,48 @@ class HutchError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Picklable whatever a subclass's __init__ takes, cause chain included:
+        # a forked worker (hutch.store.parallel) sends its error to the parent,
+        # which must still print every `caused by:` down to the errno.
+        return (_restore, (type(self), self.args, self.__dict__, portable(_cause(self))))
+
+
+class ForeignCause(Exception):
+    """A cause that crossed from a forked worker as its text (`ConnectionError: ...`)."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_restore, (type(self), self.args, self.__dict__, portable(_cause(self))))
+
+
+def portable(exc: BaseException | None) -> BaseException | None:
+    """``exc`` as something pickle carries whole: ours and the builtins' as they are,
+    anything else (a requests error holding its response) as a ForeignCause."""
+    if exc is None or isinstance(exc, HutchError | ForeignCause):
+        return exc
+    if type(exc).__module__ == "builtins":
+        return exc  # OSError and friends pickle their errno, text and file names
+    foreign = ForeignCause(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    foreign.__cause__ = _cause(exc)
+    return foreign
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    if exc.__cause__ is not None:
+        return exc.__cause__
+    return None if exc.__suppress_context__ else exc.__context__
+
+
+def _restore(
+    cls: type[BaseException], args: tuple[object, ...], state: dict[str, object],
+    cause: BaseException | None,
+) -> BaseException:  # fmt: skip
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    exc.__cause__ = cause
+    return exc
+
 
 class UsageError(HutchError):
     exit_code = 2

@@ -7,22 +7,24 @@ from one consistent state to the next or not at all.
 
 from __future__ import annotations
 
+import builtins
 import errno as _errno
 import functools
+import json
 import os
 import pwd
-import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import lmdb
 from hutch.store.errors import ReadOnlyStore, StoreError, store_error
-from pydantic import BaseModel, ConfigDict
+from hutch.store.fsutil import hostname
 
 T = TypeVar("T")
 
@@ -32,35 +34,71 @@ _INITIAL_MAP = 256 << 20
 # read each other's files. New journals are always 0.9-format, whatever
 # LMDB_DEFAULT_LIB_VERSION says, so every hutch (and mdb_stat) can read them.
 _LIB_VERSION = 0
+# Read by pydantic when hutch.store.schema audits a record (`hutch doctor`).
+_STRICT: dict[str, Any] = {"extra": "forbid", "strict": True}
 
 
-class ArtifactRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(slots=True)
+class ArtifactRecord:
+    """One artifact, as the journal's ``artifacts`` db holds it (spec/store.md §5)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     id: str
     manifest: str
     urls: list[str]
     digests: dict[str, str]
     size: int
-    names: list[str] = []
     files: int
     bytes: int
     added: float
     last_used: float
+    names: list[str] = field(default_factory=list)
+
+    def to_json(self) -> builtins.bytes:  # `bytes` is a field here
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _ARTIFACT_FIELDS}
+
+    @classmethod
+    def from_json(cls, raw: builtins.bytes) -> ArtifactRecord:
+        # hutch's own bytes, written by to_json() in a write transaction: decoded
+        # by field name, not validated again (`hutch doctor` audits them strictly).
+        try:
+            return cls(**json.loads(raw))
+        except (TypeError, ValueError) as exc:
+            raise _damaged("artifact record", exc) from exc
 
 
-class LogRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(slots=True)
+class LogRecord:
+    """One entry of the operation log (spec/inspect.md §log)."""
 
-    seq: int = 0
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
     op: str
-    artifact: str | None = None
     outcome: str  # committed | failed | aborted
-    detail: str | None = None
     time: float
     user: str
     host: str
     pid: int
+    artifact: str | None = None
+    detail: str | None = None
+    seq: int = 0
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _LOG_FIELDS}
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> LogRecord:
+        try:
+            return cls(**json.loads(raw))
+        except (TypeError, ValueError) as exc:
+            raise _damaged("log record", exc) from exc
 
     @classmethod
     def now(
@@ -73,9 +111,22 @@ class LogRecord(BaseModel):
             detail=detail,
             time=time.time(),
             user=_user(),
-            host=socket.gethostname(),
+            host=hostname(),
             pid=os.getpid(),
         )
+
+
+_ARTIFACT_FIELDS = tuple(f.name for f in fields(ArtifactRecord))
+_LOG_FIELDS = tuple(f.name for f in fields(LogRecord))
+
+
+def _damaged(what: str, exc: Exception) -> StoreError:
+    return StoreError(
+        f"damaged {what} in the journal: {exc}",
+        op="read journal",
+        hint="run `hutch doctor`; `hutch doctor --rebuild` rebuilds the journal from the "
+        "manifest files",
+    )
 
 
 def _user() -> str:
@@ -99,12 +150,22 @@ class Txn:
     # -- reads -------------------------------------------------------------
     def artifact(self, artifact_id: str) -> ArtifactRecord | None:
         raw = self._get("artifacts", artifact_id)
-        return None if raw is None else ArtifactRecord.model_validate_json(raw)
+        return None if raw is None else ArtifactRecord.from_json(raw)
+
+    def artifact_json(self, artifact_id: str) -> bytes | None:
+        """The stored bytes of one artifact record, undecoded (rebuild validates them)."""
+        return self._get("artifacts", artifact_id)
+
+    def artifact_bytes(self) -> Iterator[tuple[str, bytes]]:
+        """Every artifact record as (key, the JSON bytes stored), for an audit."""
+        with self._txn.cursor(db=self._dbs["artifacts"]) as cur:
+            for key, raw in cur:
+                yield bytes(key).decode(errors="replace"), bytes(raw)
 
     def artifacts(self) -> Iterator[ArtifactRecord]:
         with self._txn.cursor(db=self._dbs["artifacts"]) as cur:
             for _, raw in cur:
-                yield ArtifactRecord.model_validate_json(bytes(raw))
+                yield ArtifactRecord.from_json(bytes(raw))
 
     def artifact_ids_with_prefix(self, prefix: str) -> list[str]:
         found = []
@@ -148,14 +209,14 @@ class Txn:
         """The operation log from the newest record back, read lazily (filters stop early)."""
         with self._txn.cursor(db=self._dbs["log"]) as cur:
             for _, raw in cur.iterprev():
-                yield LogRecord.model_validate_json(bytes(raw))
+                yield LogRecord.from_json(bytes(raw))
 
     def log(self, limit: int | None = None) -> list[LogRecord]:
         """The newest ``limit`` records, oldest first."""
         out: list[LogRecord] = []
         with self._txn.cursor(db=self._dbs["log"]) as cur:
             for _, raw in cur.iterprev():
-                out.append(LogRecord.model_validate_json(bytes(raw)))
+                out.append(LogRecord.from_json(bytes(raw)))
                 if limit is not None and len(out) >= limit:
                     break
         out.reverse()
@@ -166,7 +227,7 @@ class Txn:
         self._txn.put(key.encode(), value, db=self._dbs[db])
 
     def put_artifact(self, record: ArtifactRecord) -> None:
-        self._put("artifacts", record.id, record.model_dump_json().encode())
+        self._put("artifacts", record.id, record.to_json())
 
     def put_manifest(self, manifest_id: str, canonical: bytes) -> None:
         self._put("manifests", manifest_id, canonical)
@@ -185,7 +246,7 @@ class Txn:
         with self._txn.cursor(db=db) as cur:
             seq = struct.unpack(">Q", cur.key())[0] + 1 if cur.last() else 1
         record.seq = seq
-        self._txn.put(struct.pack(">Q", seq), record.model_dump_json().encode(), db=db)
+        self._txn.put(struct.pack(">Q", seq), record.to_json(), db=db)
         return seq
 
     def delete_artifact(self, record: ArtifactRecord, object_keys: list[str]) -> None:
@@ -234,10 +295,28 @@ def _pid_alive(pid: int) -> bool:
 
 
 # One Environment per path per process (LMDB forbids opening the same env twice
-# in a process), and never inherited across fork: the child drops the parent's
-# handles without closing them, since closing would release the parent's locks.
+# in a process), and never used across fork (LMDB: "use an MDB_env* in the
+# process which opened it, not after fork()"). A forked child (parallel.forked)
+# closes what it inherited, so that it can open the journal itself: on Linux
+# that releases only the child's own fcntl locks (it has none) and its own
+# reader slots (mdb_env_close0 clears slots whose pid is the caller's).
+# Unless a transaction was open at the fork: closing would abort it, and its
+# reader slot is the parent's; then the handles are only dropped.
 _ENVS: dict[str, lmdb.Environment] = {}
-os.register_at_fork(after_in_child=_ENVS.clear)
+
+
+def _after_fork_in_child() -> None:
+    global _GATE  # noqa: PLW0603 - a fresh one: a parent thread may have held its locks
+    inherited = list(_ENVS.values())
+    _ENVS.clear()
+    idle = _GATE.idle()
+    _GATE = _Gate()
+    if idle:
+        for env in inherited:
+            env.close()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Journal:
@@ -246,6 +325,14 @@ class Journal:
         self.path = path
         self.readonly = readonly
         self._dbs = {name: env.open_db(name.encode(), create=not readonly) for name in _DBS}
+        self._pid = os.getpid()
+
+    def _check_process(self) -> None:
+        # LMDB: "use an MDB_env* in the process which opened it, not after fork()".
+        if self._pid != os.getpid():
+            raise RuntimeError(
+                f"the journal at {self.path} was opened before fork(); open the store again"
+            )
 
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False, mode: int = 0o644) -> Journal:
@@ -366,19 +453,26 @@ class Journal:
 
     @contextmanager
     def read(self) -> Iterator[Txn]:
-        try:
-            txn = self._env.begin(write=False)
-        except lmdb.MapResizedError:
-            # Another process grew the map; adopt its size.
-            self._env.set_mapsize(0)
-            txn = self._env.begin(write=False)
-        try:
-            yield Txn(txn, self._dbs)
-        finally:
-            txn.abort()
+        self._check_process()
+        with _GATE.txn():
+            try:
+                txn = self._env.begin(write=False)
+            except lmdb.MapResizedError:
+                # Another process grew the map; adopt its size.
+                _GATE.resize(functools.partial(self._env.set_mapsize, 0))
+                txn = self._env.begin(write=False)
+            try:
+                yield Txn(txn, self._dbs)
+            finally:
+                txn.abort()
 
     def write(self, fn: Callable[[Txn], T]) -> T:
-        """Run ``fn`` in one write transaction and commit; grow the map and rerun if full."""
+        """Run ``fn`` in one write transaction and commit; grow the map and rerun if full.
+
+        Threads of one process take turns (one write transaction at a time is
+        all LMDB allows anyway), and a resize waits until no other thread of
+        this process has a transaction open, as mdb_env_set_mapsize(3) requires.
+        """
         if self.readonly:
             raise ReadOnlyStore(
                 f"the journal at {self.path} is read-only for this user",
@@ -386,27 +480,82 @@ class Journal:
                 op="write journal",
                 hint="ask the store's owner to run this, or use a store you can write (--store)",
             )
-        for _ in range(8):
-            try:
-                txn = self._env.begin(write=True)
-            except lmdb.MapResizedError:
-                self._env.set_mapsize(0)
-                continue
-            try:
-                result = fn(Txn(txn, self._dbs))
-                txn.commit()
-            except lmdb.MapFullError:
-                txn.abort()
-                self._env.set_mapsize(self._env.info()["map_size"] * 2)
-                continue
-            except lmdb.Error as exc:
-                txn.abort()
-                raise _translate(exc, self.path) from exc
-            except BaseException:
-                txn.abort()
-                raise
-            return result
+        self._check_process()
+        with _GATE.writer:
+            for _ in range(8):
+                with _GATE.txn():
+                    try:
+                        txn = self._env.begin(write=True)
+                    except lmdb.MapResizedError:
+                        _GATE.resize(functools.partial(self._env.set_mapsize, 0))
+                        continue
+                    try:
+                        result = fn(Txn(txn, self._dbs))
+                        txn.commit()
+                    except lmdb.MapFullError:
+                        txn.abort()
+                        size = self._env.info()["map_size"] * 2
+                        _GATE.resize(functools.partial(self._env.set_mapsize, size))
+                        continue
+                    except lmdb.Error as exc:
+                        txn.abort()
+                        raise _translate(exc, self.path) from exc
+                    except BaseException:
+                        txn.abort()
+                        raise
+                    return result
         raise StoreError(f"the journal at {self.path} cannot grow", path=self.path)
+
+
+class _Gate:
+    """This process's transactions, against set_mapsize(), which needs none active.
+
+    ``writer`` makes threads take turns at writing. ``txn()`` marks a
+    transaction open; ``resize()`` waits until the only open ones are the
+    calling thread's own (those are the caller's responsibility, as before).
+    """
+
+    def __init__(self) -> None:
+        self.writer = threading.RLock()
+        self._cond = threading.Condition()
+        self._active = 0
+        self._resizing = False
+        self._own = threading.local()
+
+    @contextmanager
+    def txn(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._active += 1
+        self._own.n = getattr(self._own, "n", 0) + 1
+        try:
+            yield
+        finally:
+            self._own.n -= 1
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def idle(self) -> bool:
+        """No transaction open in this process (read without the lock: for a forked child)."""
+        return self._active == 0
+
+    def resize(self, grow: Callable[[], object]) -> None:
+        mine = getattr(self._own, "n", 0)
+        with self._cond:
+            while self._resizing or self._active > mine:
+                self._cond.wait()
+            self._resizing = True
+        try:
+            grow()
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+_GATE = _Gate()
 
 
 def _open_env(path: Path, *, readonly: bool, mode: int) -> lmdb.Environment:

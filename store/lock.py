@@ -21,18 +21,18 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import random
-import shlex
-import socket
 import struct
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from hutch.store.errors import LockTimeout, UsageError, store_error
+from hutch.store.fsutil import hostname
 
 DEFAULT_TIMEOUT = 600.0
 
@@ -53,6 +53,7 @@ def _forget_after_fork() -> None:
     # its descriptors; it starts with an empty table.
     _HELD.clear()
     _PARKED.clear()
+    _JOINED.clear()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -123,7 +124,8 @@ class FileLock:
             while not self._try(waiting=True):
                 if time.monotonic() >= deadline:
                     raise self._timed_out()
-                time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+                # Jitter, so waiters do not retry in lockstep (not crypto: any spread will do).
+                time.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
                 delay = min(delay * 2, 0.5)
         except BaseException:
             self._drop_fd()
@@ -158,7 +160,7 @@ class FileLock:
         kind, pid = live
         if pid <= 0:  # a remote holder over NFS: the kernel cannot name it
             return f"a {kind} lock from another host" + (f" ({recorded})" if recorded else "")
-        if recorded.startswith(f"{socket.gethostname()} pid {pid} "):
+        if recorded.startswith(f"{hostname()} pid {pid} "):
             return recorded
         return f"pid {pid} ({kind})" + (f"; last recorded holder: {recorded}" if recorded else "")
 
@@ -281,6 +283,36 @@ class FileLock:
         self.release()
 
 
+_JOINT = threading.Lock()
+_JOINED: dict[Path, tuple[FileLock, int]] = {}
+
+
+@contextmanager
+def joint_shared(path: Path, *, mode: int) -> Iterator[None]:
+    """A shared lock that the threads of this process hold together.
+
+    The first thread in takes it, the last one out releases it. FileLock alone
+    would make a second thread wait for the first (a POSIX lock belongs to the
+    process, so it cannot be shared twice), which would serialise concurrent
+    adds in one `hutch add A B C` on gc.lock for no reason.
+    """
+    with _JOINT:
+        held, count = _JOINED.get(path, (None, 0))
+        if held is None:
+            held = FileLock(path, shared=True, mode=mode).acquire()
+        _JOINED[path] = (held, count + 1)
+    try:
+        yield
+    finally:
+        with _JOINT:
+            held, count = _JOINED[path]
+            if count == 1:
+                del _JOINED[path]
+                held.release()
+            else:
+                _JOINED[path] = (held, count - 1)
+
+
 def is_locked(path: Path) -> bool:
     """Does any process hold a lock on ``path``? Asks the kernel (F_GETLK); takes nothing.
 
@@ -298,9 +330,11 @@ def _record_holder(fd: int) -> None:
     # Best effort: lets a timeout message say who holds the lock and since when.
     # The kernel (F_GETLK) knows the pid on this host; only the file knows the
     # host and the command, which is what a user on another NFS client needs.
+    import shlex
+
     command = shlex.join(["hutch", *sys.argv[1:]])[:300]
     since = time.strftime("%Y-%m-%d %H:%M:%S")
-    text = f"{socket.gethostname()} pid {os.getpid()} since {since}: {command}\n"
+    text = f"{hostname()} pid {os.getpid()} since {since}: {command}\n"
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, text.encode(errors="replace"), 0)

@@ -10,16 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hutch.store.digest import blake3_bytes, is_blake3_hex
+from hutch.store.errors import StoreError
 from hutch.store.journal import ArtifactRecord, LogRecord, Txn
 from hutch.store.manifest import Manifest
+from hutch.store.schema import InvalidDocument, validate
 from hutch.store.store import Store
-from pydantic import ValidationError
 
 
 @dataclass(frozen=True)
 class RebuildResult:
     artifacts: int
     ignored: list[str]  # manifest files that are not what their name says
+
+
+def _valid_record(txn: Txn, aid: str) -> ArtifactRecord | None:
+    """The journal's record of ``aid`` if it is valid; a damaged one is replaced."""
+    raw = txn.artifact_json(aid)
+    if raw is None:
+        return None
+    try:
+        return validate(ArtifactRecord, raw, what=f"artifact record {aid[:16]}")
+    except InvalidDocument:
+        return None  # the manifest file is the truth
 
 
 def rebuild(store: Store) -> RebuildResult:
@@ -36,12 +48,14 @@ def rebuild_locked(store: Store) -> RebuildResult:
         mid = path.stem
         try:
             raw = path.read_bytes()
-            manifest = Manifest.parse(raw)
             mtime = path.stat().st_mtime
-        except (OSError, ValidationError, ValueError):
-            ignored.append(path.name)
-            continue
-        if not is_blake3_hex(mid) or blake3_bytes(raw) != mid:
+            if not is_blake3_hex(mid) or blake3_bytes(raw) != mid:
+                ignored.append(path.name)
+                continue
+            # Bytes from a directory anyone with write access could have put
+            # there: validated strictly, paths included, before they are trusted.
+            manifest = Manifest.parse(raw, where=str(path))
+        except (OSError, StoreError):
             ignored.append(path.name)
             continue
         found.append((mid, raw, manifest, mtime))
@@ -49,13 +63,13 @@ def rebuild_locked(store: Store) -> RebuildResult:
     def write(txn: Txn) -> None:
         for mid, raw, manifest, mtime in found:
             aid = manifest.source.artifact_id
-            current = txn.artifact(aid)
+            current = _valid_record(txn, aid)
             files = manifest.files
             record = current or ArtifactRecord(
                 id=aid,
                 manifest=mid,
-                urls=manifest.source.urls,
-                digests=manifest.source.digests,
+                urls=list(manifest.source.urls),
+                digests=dict(manifest.source.digests),
                 size=manifest.source.size,
                 files=len(files),
                 bytes=sum(e.size or 0 for e in files),

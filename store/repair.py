@@ -39,7 +39,7 @@ def repair(
         )
     damaged_paths = {d.path for d in damage}
     try:
-        with store.lock("gc", shared=True), store.staging("repair", record.id) as stage:
+        with store.holding_objects(), store.staging("repair", record.id) as stage:
             archive = stage / "archive"
             fetch(record.urls, archive, pin=Pin("blake3", record.id), options=options)
             blobs = stage / "blobs"
@@ -59,7 +59,7 @@ def repair(
                             for m in members.values()
                             if m.blob
                             and m.digest == entry.digest
-                            and m.executable == bool(entry.exec_)
+                            and m.executable == bool(entry.exec)
                         ),
                         None,
                     )

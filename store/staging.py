@@ -16,9 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import shutil
-import socket
 import stat
 import time
 from collections.abc import Iterator
@@ -26,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hutch.store.errors import HutchError, store_error
+from hutch.store.fsutil import hostname
 from hutch.store.journal import LogRecord
 from hutch.store.lock import FileLock, is_locked
 
@@ -45,7 +43,7 @@ def staging(root: Path, op: str, detail: str) -> Iterator[Path]:
     The owner lock is held for the operation's lifetime; a sweeper that can take
     it knows the owner is dead.
     """
-    name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    name = f"{hostname()}-{os.getpid()}-{os.urandom(4).hex()}"
     path = root / name
     try:
         path.mkdir(mode=0o700)
@@ -137,13 +135,15 @@ def _dead_owner(path: Path, st: os.stat_result) -> FileLock | bool | None:
         return None  # cannot even open it (another user's 0700 directory): not ours
     # No locked owner file: being created, being removed, or its owner died.
     pid = _pid_of(path.name)
-    if pid is not None and path.name.startswith(f"{socket.gethostname()}-") and not _alive(pid):
+    if pid is not None and path.name.startswith(f"{hostname()}-") and not _alive(pid):
         return True
     return True if time.time() - st.st_mtime >= _ORPHAN_AGE else None
 
 
 def _remove(path: Path) -> bool:
     """Remove a staging directory; True if it is gone."""
+    import shutil
+
     shutil.rmtree(path, ignore_errors=True)
     return not os.path.lexists(path)
 

@@ -6,15 +6,15 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from hutch.store.digest import Pin, is_blake3_hex
-from hutch.store.errors import HutchError, ReadOnlyStore, UsageError
+from hutch.store.errors import HutchError, ReadOnlyStore, UsageError, store_error
 from hutch.store.journal import ArtifactRecord, Journal, LogRecord, Txn
 from hutch.store.layout import Layout, Modes, init
-from hutch.store.lock import FileLock
+from hutch.store.lock import FileLock, joint_shared
 from hutch.store.manifest import Manifest
 from hutch.store.staging import staging, sweep
 
@@ -31,6 +31,19 @@ def default_root(option: str | None = None) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("hutch"))
+
+
+# `URL#sha256=HEX`: a source carrying its own pin, the form package indexes
+# link their files with (PEP 503), so one `hutch add` can pin several sources.
+_FRAGMENT_PIN = re.compile(r"#(sha256|sha512|blake3)=([0-9a-f]+)$", re.IGNORECASE)
+
+
+def split_pin(source: str) -> tuple[str, Pin | None]:
+    """``URL#sha256=HEX`` -> (URL, its Pin); a source without such a fragment is kept whole."""
+    m = _FRAGMENT_PIN.search(source)
+    if m is None:
+        return source, None
+    return source[: m.start()], Pin.parse(f"{m[1]}:{m[2]}")
 
 
 def source_url(source: str) -> str:
@@ -111,15 +124,28 @@ class Store:
     def lock(self, name: str, *, shared: bool = False) -> FileLock:
         return FileLock(self.layout.locks / f"{name}.lock", shared=shared, mode=self.modes.file)
 
+    def holding_objects(self) -> AbstractContextManager[None]:
+        """gc.lock, shared, while objects are published but not yet referenced (§8).
+
+        Shared by every thread of this process that is adding or repairing.
+        """
+        return joint_shared(self.layout.locks / "gc.lock", mode=self.modes.file)
+
     def log(self, record: LogRecord) -> None:
         if self.writable:
             self.journal.write(lambda txn: txn.append_log(record))
 
     def manifest(self, txn: Txn, record: ArtifactRecord) -> Manifest:
+        """The artifact's committed manifest, checked against its id (Manifest.load)."""
         raw = txn.manifest_bytes(record.manifest)
-        if raw is None:
-            raw = self.layout.manifest_path(record.manifest).read_bytes()
-        return Manifest.parse(raw)
+        if raw is not None:
+            return Manifest.load(raw, record.manifest, where=f"the journal at {self.journal.path}")
+        path = self.layout.manifest_path(record.manifest)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise store_error("read the manifest", path, exc) from exc
+        return Manifest.load(raw, record.manifest, where=str(path))
 
     def resolve(self, txn: Txn, ref: str) -> ArtifactRecord | None:
         """An artifact by id, unique id prefix (≥ 8 hex), pinned digest, URL or name."""

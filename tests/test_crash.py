@@ -443,12 +443,12 @@ def _fake_manifests(store: Path, count: int) -> None:
 
     rng = random.Random(5)
     for i in range(count):
-        files = [
-            Entry(path=f"f{j}", type="file", size=1, exec_=False, digest=rng.randbytes(32).hex())
+        files = tuple(
+            Entry(path=f"f{j}", type="file", size=1, exec=False, digest=rng.randbytes(32).hex())
             for j in range(50)
-        ]
+        )
         digests = {"blake3": rng.randbytes(32).hex(), "sha256": rng.randbytes(32).hex()}
-        source = Source(urls=[f"file:///gone/{i}.tar.gz"], size=1, digests=digests)
+        source = Source(urls=(f"file:///gone/{i}.tar.gz",), size=1, digests=digests)
         raw = Manifest(source=source, entries=files).canonical_bytes()
         (store / "manifests" / f"{blake3.blake3(raw).hexdigest()}.json").write_bytes(raw)
 

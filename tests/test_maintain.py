@@ -329,7 +329,15 @@ def test_stats_logical_physical_and_dedup(hutch: Hutch, tmp_path: Path) -> None:
 
 
 # -- doctor ------------------------------------------------------------------------
-CHECKS = ["filesystem", "permissions", "free space", "journal", "interrupted operations", "objects"]
+CHECKS = [
+    "filesystem",
+    "permissions",
+    "free space",
+    "journal",
+    "records",
+    "interrupted operations",
+    "objects",
+]
 
 
 def test_doctor_on_a_healthy_store(hutch: Hutch, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from common import (
     ensure_big_archive,
     ensure_uv,
     ensure_wheels,
-    hutch_command,
+    installed_hutch,
     machine,
     median,
     run_child,
@@ -104,6 +104,19 @@ class Bench:
     env: dict[str, str]  # for every child that runs hutch's Python code
     shas: dict[Path, str] = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
+    trash: list[Path] = field(default_factory=list)
+
+    def discard(self, path: Path) -> None:
+        """Set ``path`` aside; the whole work dir goes when the run ends.
+
+        Deleting trees between timed runs slowed the runs after them: freeing
+        thousands of inodes (and, on a filesystem mounted with ``discard``,
+        trimming their blocks) goes on in the background while the next run works.
+        """
+        if path.exists():
+            aside = self.work / f"trash-{len(self.trash)}"
+            path.rename(aside)
+            self.trash.append(aside)
 
     def hutch_cmd(self, store: Path, *args: str | Path) -> list[str]:
         return [*self.hutch, "--store", str(store), "-q", *(str(a) for a in args)]
@@ -111,14 +124,19 @@ class Bench:
     def run_hutch(self, cmd: Sequence[str]) -> Sample:
         return run_child(cmd, env=self.env)
 
-    def add_all(self, store: Path, base_url: str) -> Sample:
-        """``hutch add URL --digest sha256:…`` for every wheel, one process each."""
+    def pinned(self, base_url: str) -> list[str]:
+        """Each wheel's loopback URL with its pin, as ``URL#sha256=HEX``."""
+        return [f"{base_url}/{w.name}#sha256={self.shas[w]}" for w in self.wheels]
+
+    def add_together(self, store: Path, base_url: str) -> Sample:
+        """``hutch add URL#sha256=HEX ...``: every wheel in one command."""
+        return self.run_hutch(self.hutch_cmd(store, "add", *self.pinned(base_url)))
+
+    def add_apart(self, store: Path, base_url: str) -> Sample:
+        """``hutch add URL#sha256=HEX``, one process per wheel, one after another."""
         total = Sample(0.0, 0)
-        for wheel in self.wheels:
-            url = f"{base_url}/{wheel.name}"
-            total += self.run_hutch(
-                self.hutch_cmd(store, "add", url, "--digest", f"sha256:{self.shas[wheel]}")
-            )
+        for source in self.pinned(base_url):
+            total += self.run_hutch(self.hutch_cmd(store, "add", source))
         return total
 
     def uv_env(self, cache: Path, venv: Path) -> dict[str, str]:
@@ -154,78 +172,51 @@ def _alternate(runs: int, *sides: Callable[[int], None]) -> None:
             side(i)
 
 
-# The same work as the CLI rows, in one process through the library: the CLI's
-# figure minus this one is what starting a process per artifact costs.
-_ADD_ONE_PROCESS = """
-import sys
-from pathlib import Path
-from hutch.store.add import AddRequest, add
-from hutch.store.digest import Pin
-from hutch.store.store import Store
-store = Store.open(Path(sys.argv[1]))
-for arg in sys.argv[2:]:
-    url, _, pin = arg.partition(" ")
-    add(store, AddRequest(url, Pin.parse(pin)))
-"""
-_INSTALL_ONE_PROCESS = """
-import sys
-from pathlib import Path
-from hutch.store.install import InstallOptions, install
-from hutch.store.store import Store
-store = Store.open(Path(sys.argv[1]))
-for arg in sys.argv[3:]:
-    ref, _, name = arg.partition(" ")
-    with store.journal.read() as txn:
-        record = store.get(txn, ref)
-    install(store, record, Path(sys.argv[2]) / name, InstallOptions(link="hardlink"))
-"""
-
-
 # -- cold: add the wheels to an empty store / install with an empty uv cache ----
 def bench_cold(b: Bench, base_url: str) -> Path:
-    hutch_s: list[Sample] = []
+    together: list[Sample] = []
+    apart: list[Sample] = []
     uv_s: list[Sample] = []
-    one_s: list[Sample] = []
     kept = b.work / "store"
 
     def hutch(i: int) -> None:
         store = b.work / f"cold-{i}"
-        hutch_s.append(b.add_all(store, base_url))
+        together.append(b.add_together(store, base_url))
         if not kept.exists():
             store.rename(kept)  # the warm and verify rows use it
-        drop_tree(store)
+        b.discard(store)
 
     def uv(i: int) -> None:
         root = b.work / f"uv-cold-{i}"
         venv = b.uv_venv(root)  # not timed: hutch's side has no venv to make
         uv_s.append(b.uv_install(root / "cache", venv))
-        drop_tree(root)
+        b.discard(root)
 
-    def library(i: int) -> None:
-        store = b.work / f"cold-lib-{i}"
-        pins = [f"{base_url}/{w.name} sha256:{b.shas[w]}" for w in b.wheels]
-        one_s.append(b.run_hutch([sys.executable, "-c", _ADD_ONE_PROCESS, str(store), *pins]))
-        drop_tree(store)
+    def one_by_one(i: int) -> None:
+        store = b.work / f"cold-apart-{i}"
+        apart.append(b.add_apart(store, base_url))
+        b.discard(store)
 
-    _alternate(b.runs, hutch, uv, library)
+    _alternate(b.runs, hutch, uv, one_by_one)
     n = len(b.wheels)
     b.rows += [
         Row(
-            f"cold: hutch add x{n} (empty store)",
-            hutch_s,
+            f"cold: hutch add of {n} wheels",
+            together,
             "uv pip install --offline, empty cache",
             uv_s,
             target="<= 1.0x uv",
             limit=1.0,
-            note="one hutch process per wheel, fetched over loopback HTTP; "
-            "one uv process reading the wheel files",
+            note="one command each side: hutch fetches URL#sha256=HEX from loopback HTTP "
+            "(in parallel), uv reads the wheel files",
         ),
         Row(
-            f"  (info) the same {n} adds, one process",
-            one_s,
+            f"  (info) {n} hutch add processes",
+            apart,
             "uv, as above",
             uv_s,
-            note="library calls in one interpreter: the row above minus this is start-up",
+            note="one process per wheel, one after another: what a build system that "
+            "calls hutch per artifact pays",
         ),
     ]
     return kept
@@ -234,85 +225,84 @@ def bench_cold(b: Bench, base_url: str) -> Path:
 def fill_store(b: Bench, base_url: str) -> Path:
     """A store holding the wheels, for the warm and verify rows when cold is skipped."""
     store = b.work / "store"
-    b.add_all(store, base_url)
+    b.add_together(store, base_url)
     return store
 
 
 # -- warm: install from the store / from uv's warm cache / cp -al -------------
 def bench_warm(b: Bench, store: Path) -> None:
-    hutch_s: list[Sample] = []
+    together: list[Sample] = []
+    apart: list[Sample] = []
     uv_s: list[Sample] = []
     cp_s: list[Sample] = []
-    one_s: list[Sample] = []
     cache = b.work / "uv-warm-cache"
     b.uv_install(cache, b.uv_venv(b.work / "uv-warm-fill"))  # fills the cache, not timed
-    drop_tree(b.work / "uv-warm-fill")
+    b.discard(b.work / "uv-warm-fill")
     trees = b.work / "installed"
+    refs = [f"sha256:{b.shas[w]}" for w in b.wheels]
 
     def hutch(i: int) -> None:
         dest = b.work / f"warm-{i}"
-        total = Sample(0.0, 0)
-        for wheel in b.wheels:
-            ref = f"sha256:{b.shas[wheel]}"
-            total += b.run_hutch(
-                b.hutch_cmd(store, "install", ref, dest / wheel.stem, "--link", "hardlink")
-            )
-        hutch_s.append(total)
+        pairs = [x for ref, w in zip(refs, b.wheels, strict=True) for x in (ref, dest / w.stem)]
+        together.append(b.run_hutch(b.hutch_cmd(store, "install", *pairs, "--link", "hardlink")))
         if not trees.exists():
             dest.rename(trees)  # what cp -al copies
-        drop_tree(dest)
+        b.discard(dest)
 
     def uv(i: int) -> None:
         root = b.work / f"uv-warm-{i}"
         uv_s.append(b.uv_install(cache, b.uv_venv(root)))
-        drop_tree(root)
+        b.discard(root)
 
     def cp(i: int) -> None:
         if trees.exists():
             copy = b.work / f"cp-{i}"
             cp_s.append(run_child(["cp", "-al", str(trees), str(copy)]))
-            drop_tree(copy)
+            b.discard(copy)
 
-    def library(i: int) -> None:
-        dest = b.work / f"warm-lib-{i}"
-        refs = [f"sha256:{b.shas[w]} {w.stem}" for w in b.wheels]
-        cmd = [sys.executable, "-c", _INSTALL_ONE_PROCESS, str(store), str(dest), *refs]
-        one_s.append(b.run_hutch(cmd))
-        drop_tree(dest)
+    def one_by_one(i: int) -> None:
+        dest = b.work / f"warm-apart-{i}"
+        total = Sample(0.0, 0)
+        for ref, wheel in zip(refs, b.wheels, strict=True):
+            cmd = b.hutch_cmd(store, "install", ref, dest / wheel.stem, "--link", "hardlink")
+            total += b.run_hutch(cmd)
+        apart.append(total)
+        b.discard(dest)
 
-    _alternate(b.runs, hutch, uv, cp, library)
+    _alternate(b.runs, hutch, uv, cp, one_by_one)
     if len(cp_s) < b.runs:
         cp(b.runs)  # the first round's cp ran before any tree existed
     n = len(b.wheels)
-    name = f"warm: hutch install x{n} --link hardlink"
+    name = f"warm: hutch install of {n} wheels"
     b.rows += [
         Row(
             name,
-            hutch_s,
+            together,
             "uv pip install, warm cache, hardlink",
             uv_s,
             target="<= 1.0x uv",
             limit=1.0,
-            note="one hutch process per wheel, default --verify stat; one uv process",
+            note="one command each side: `hutch install ID DEST ...` (--link hardlink, "
+            "default --verify stat), uv into a fresh venv",
         ),
         Row(
             name,
-            hutch_s,
+            together,
             "cp -al of the installed trees (floor)",
             cp_s,
             target="<= 1.3x cp -al",
             limit=1.3,
         ),
         Row(
-            f"  (info) the same {n} installs, one process",
-            one_s,
+            f"  (info) {n} hutch install processes",
+            apart,
             "uv, as above",
             uv_s,
-            note="library calls in one interpreter: the row above minus this is start-up",
+            note="one process per wheel, one after another",
         ),
     ]
-    drop_tree(cache)
-    drop_tree(trees)
+    b.discard(cache)
+    b.discard(trees)
 
 
 # -- verify: hutch verify --full / b3sum over the same object files -----------
@@ -485,12 +475,12 @@ def main() -> None:
 
     wheels = ensure_wheels()
     uv = ensure_uv()
+    hutch = installed_hutch(uv)
     parent = args.work or CACHE / "work"
     parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=parent))
-    b = Bench(work, args.runs, hutch_command(), uv, wheels, env=bytecode_env())
+    b = Bench(work, args.runs, hutch, uv, wheels, env=bytecode_env())
     b.shas = {w: sha256_file(w) for w in wheels}
-    b.run_hutch([*b.hutch, "--help"])  # writes hutch's bytecode before anything is timed
     total = sum(w.stat().st_size for w in wheels) / MIB
     print(f"machine: {machine(work)}")
     print(f"hutch: {' '.join(b.hutch)}; {version_of([str(uv)])}; work dir {work}")
@@ -498,8 +488,8 @@ def main() -> None:
     print(
         f"medians of {args.runs} runs. uv installs the wheel files directly (--offline cannot\n"
         "use a URL); hutch adds them from http://127.0.0.1 (a server thread in this process).\n"
-        f"hutch's bytecode is cached in {b.env['PYTHONPYCACHEPREFIX']}, as an installed\n"
-        "package has it (PYTHONDONTWRITEBYTECODE is dropped for its children).\n",
+        f"hutch is this checkout installed into {CACHE / 'venv'} (not editable, bytecode\n"
+        "compiled); every command starts after an untimed sync.\n",
         flush=True,
     )
     try:

@@ -1,0 +1,244 @@
+"""Threads and forked workers (store/parallel.py), and what must hold when they share a store:
+the journal from several threads (store.md §5), gc.lock shared by threads (store.md §8),
+errors that cross from a worker with their whole cause chain (cli.md §Errors)."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from hutch.store import journal as journal_mod
+from hutch.store import parallel
+from hutch.store.errors import DigestMismatch, ForeignCause, StoreError, store_error
+from hutch.store.fsutil import current_umask
+from hutch.store.journal import Journal, LogRecord, Txn
+from hutch.store.lock import FileLock, joint_shared
+
+
+def test_map_chunks_keeps_order_and_covers_every_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUTCH_THREADS", "4")
+    items = list(range(1000))
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def square(batch: Sequence[int]) -> list[int]:
+        with lock:
+            seen.extend(batch)
+        return [x * x for x in batch]
+
+    parts = parallel.map_chunks(square, items, per_thread=3)
+    assert len(parts) == 12
+    assert [x for part in parts for x in part] == [x * x for x in items]
+    assert sorted(seen) == items
+
+
+def test_map_chunks_raises_after_every_started_slice_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failing slice must not leave another still writing when the caller cleans up."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+    finished: list[int] = []
+
+    def work(batch: Sequence[int]) -> None:
+        if batch[0] == 50:
+            time.sleep(0.05)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        time.sleep(0.3)
+        finished.append(batch[0])
+
+    with pytest.raises(OSError, match="No space"):
+        parallel.map_chunks(work, list(range(100)), min_chunk=50)
+    assert finished == [0]  # the slice that was running when the other failed
+
+
+def test_map_chunks_with_one_thread_runs_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUTCH_THREADS", "1")
+    here = threading.get_ident()
+    assert parallel.map_chunks(lambda _: threading.get_ident(), list(range(500))) == [here]
+
+
+def test_forked_runs_in_children_and_returns_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+    me = os.getpid()
+    got = parallel.forked(lambda x: (x * 2, os.getpid()), list(range(5)))
+    assert [v for v, _ in got] == [0, 2, 4, 6, 8]
+    assert all(pid != me for _, pid in got)
+    assert len({pid for _, pid in got}) == 5  # one child per item
+
+
+def test_forked_error_keeps_its_class_fields_and_os_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli.md §Errors: an error from a worker still prints every cause down to the errno."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+
+    def fail(i: int) -> int:
+        if i == 1:
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device", "/s/objects/ab")
+            except OSError as exc:
+                raise store_error("publish object", "/s/objects/ab", exc) from exc
+        if i == 2:
+            try:
+                raise _Unpicklable("a requests error holding a socket")
+            except _Unpicklable as exc:
+                raise DigestMismatch("u", algo="sha256", expected="a", got="b") from exc
+        return i
+
+    with pytest.raises(StoreError) as info:
+        parallel.forked(fail, [0, 1, 2])
+    exc = info.value
+    assert exc.errno == errno.ENOSPC
+    assert exc.path == "/s/objects/ab"
+    assert exc.exit_code == 6
+    assert isinstance(exc.__cause__, OSError)
+    assert exc.__cause__.errno == errno.ENOSPC
+    assert exc.__cause__.filename == "/s/objects/ab"
+
+
+def test_an_error_with_a_foreign_cause_crosses_as_text() -> None:
+    import pickle
+
+    try:
+        try:
+            raise _Unpicklable("connection reset")
+        except _Unpicklable as inner:
+            raise DigestMismatch("u", algo="sha256", expected="a", got="b") from inner
+    except DigestMismatch as exc:
+        back = pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes
+    assert isinstance(back, DigestMismatch)
+    assert (back.algo, back.expected, back.got) == ("sha256", "a", "b")
+    assert isinstance(back.__cause__, ForeignCause)
+    assert str(back.__cause__) == "_Unpicklable: connection reset"
+
+
+class _Unpicklable(Exception):
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("cannot pickle")
+
+
+def test_a_worker_that_dies_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+
+    def die(i: int) -> int:
+        if i == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return i
+
+    with pytest.raises(parallel.WorkerDied, match=r"item 2 of 3 .*killed by signal 9"):
+        parallel.forked(die, [0, 1, 2])
+
+
+def test_forked_falls_back_to_threads_when_another_thread_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fork(2) with another thread alive could copy a held lock: threads instead."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert parallel.forked(lambda _: os.getpid(), [0, 1, 2]) == [os.getpid()] * 3
+    finally:
+        stop.set()
+        other.join()
+
+
+def test_a_forked_child_opens_the_journal_itself(tmp_path: Path) -> None:
+    """store.md §5: a child never uses the parent's LMDB environment, and can open its own."""
+    journal = Journal.open(tmp_path / "journal")
+    journal.write(lambda txn: txn.append_log(LogRecord.now("test", "committed")))
+
+    def child(_: int) -> int:
+        with pytest.raises(RuntimeError, match="before fork"):
+            journal.write(lambda _: None)
+        own = Journal.open(tmp_path / "journal")
+        return own.write(lambda txn: txn.append_log(LogRecord.now("child", "committed")))
+
+    seqs = parallel.forked(child, [0, 1])
+    assert sorted(seqs) == [2, 3]
+    with journal.read() as txn:
+        assert [r.op for r in txn.log()] == ["test", "child", "child"]
+
+
+def test_journal_writes_from_threads_while_the_map_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """store.md §5: MapFullError grows the map while other threads read: nothing is lost."""
+    monkeypatch.setattr(journal_mod, "_INITIAL_MAP", 64 << 10)
+    journal = Journal.open(tmp_path / "journal")
+    blob = os.urandom(2048).hex()
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(60):
+                journal.write(functools.partial(_put_name, name=f"w{n}-{i}", value=blob))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            for _ in range(300):
+                with journal.read() as txn:
+                    txn.name("w0-0")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    threads += [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with journal.read() as txn:
+        assert all(txn.name(f"w{n}-{i}") == blob for n in range(3) for i in range(60))
+    assert journal._env.info()["map_size"] > 64 << 10
+
+
+def _put_name(txn: Txn, *, name: str, value: str) -> None:
+    txn.put_name(name, value)
+
+
+def test_joint_shared_lock_is_held_by_threads_together(tmp_path: Path) -> None:
+    """store.md §8: two adding threads share gc.lock; an exclusive holder waits for both."""
+    path = tmp_path / "gc.lock"
+    inside = threading.Barrier(2, timeout=5)
+    leave = threading.Event()
+
+    def hold() -> None:
+        with joint_shared(path, mode=0o644):
+            inside.wait()  # both threads are in at once: neither waited for the other
+            leave.wait(5)
+
+    threads = [threading.Thread(target=hold) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    probe = os.fork()
+    if probe == 0:  # another process: it must not get the lock exclusively now
+        os._exit(0 if not FileLock(path, timeout=0).try_acquire() else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(probe, 0)[1]) == 0
+    leave.set()
+    for t in threads:
+        t.join()
+    probe = os.fork()
+    if probe == 0:
+        os._exit(0 if FileLock(path, timeout=0).try_acquire() else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(probe, 0)[1]) == 0
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002, 0o000])
+def test_current_umask_reads_without_changing(mask: int) -> None:
+    old = os.umask(mask)
+    try:
+        assert current_umask() == mask
+        assert current_umask() == mask
+    finally:
+        os.umask(old)
