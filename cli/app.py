@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -250,9 +249,8 @@ def install(
     A URL not in the store yet is added first (pin it with --digest or
     URL#sha256=HEX); several are added in parallel.
     """
-    from hutch.store.errors import UsageError
-    from hutch.store.install import InstallOptions
-    from hutch.store.install import install as do_install
+    from hutch.store.errors import HutchError, UsageError
+    from hutch.store.install import InstallOptions, install_all
 
     if len(pairs) % 2:
         raise UsageError(
@@ -270,19 +268,27 @@ def install(
     store = ctx.store()
     records = _resolve_or_add(store, [_source_pin(r, digest) for r in refs], fetch, limits)
     options = InstallOptions(link, verify_level, force, strip_components, subdir, fetch, limits)
-    for record, dest in zip(records, dests, strict=True):
-        start = time.perf_counter()
-        result = do_install(store, record, dest, options)
+    todo = list(zip(records, dests, strict=True))
+    failed: list[HutchError] = []
+    for (record, dest), result in zip(todo, install_all(store, todo, options), strict=True):
+        if isinstance(result, HutchError):
+            failed.append(result)
+            output.report(result)
+            continue
         healed = f", repaired {result.repaired} damaged file(s) first" if result.repaired else ""
         # One line, each link mode and each fallback cause said once (spec/install.md §3):
         # `... 2373 files (2370 hardlink, 3 copy; hardlink refused: EPERM x3 — ...) in 0.41 s`
         output.info(
             f"installed {record.id[:12]} into {dest}: {result.files} files "
-            f"({result.summary}){healed} in {time.perf_counter() - start:.2f} s",
+            f"({result.summary}){healed} in {result.seconds:.2f} s",
             quiet=ctx.quiet,
         )
         for warning in result.warnings:
             output.warn(warning)
+    if failed:
+        if len(todo) > 1:
+            output.info(f"{len(failed)} of {len(todo)} installs failed", quiet=False)
+        raise click.exceptions.Exit(failed[0].exit_code)
 
 
 def _resolve_or_add(

@@ -63,6 +63,12 @@ class Layout:
     def object_path(self, key: str) -> Path:
         return self.objects / key[:2] / key[2:]
 
+    @staticmethod
+    def key_of(object_path: str | os.PathLike[str]) -> str:
+        """The object key an object path names (the inverse of object_path)."""
+        head, name = os.path.split(os.fspath(object_path))
+        return os.path.basename(head) + name
+
     def manifest_path(self, manifest_id: str) -> Path:
         return self.manifests / f"{manifest_id}.json"
 

@@ -70,8 +70,10 @@ class LinkFailed(OSError):
         self.reason = _reason(mode, exc.errno or 0, src)
 
 
-# (object path, destination path, executable)
-Job = tuple[str, str, bool]
+# (object key, object path, destination path, executable, the manifest's size)
+Job = tuple[str, str, str, bool, int]
+# What is wrong with an object (verify.stat_problem), checked just before its link.
+Check = Callable[[str, int, str], str | None]
 
 
 class Linker:
@@ -88,6 +90,7 @@ class Linker:
         self._chain: list[str] = ["reflink", "hardlink", "copy"] if mode == "auto" else [mode]
         # False when the umask keeps 0644/0755 as they are: no fchmod per copy.
         self._exact = exact_modes
+        self.damaged: list[tuple[str, str]] = []  # (object key, problem): not linked
 
     def link(self, src: str, dst: str, *, executable: bool) -> str:
         """Place object ``src`` at ``dst``; return the way that worked."""
@@ -104,9 +107,11 @@ class Linker:
         # Unreachable: copy, the last way of `auto`, never falls back.
         raise AssertionError(self._chain)  # pragma: no cover
 
-    def link_many(self, jobs: Sequence[Job]) -> None:
+    def link_many(self, jobs: Sequence[Job], check: Check | None = None) -> None:
         """link() for every job: one tight loop while the way that worked keeps working.
 
+        ``check`` (verify.stat_problem) runs on each object just before it is
+        linked; an object it refuses is not linked but listed in ``damaged``.
         A per-file refusal (EPERM, EMLINK) sends that file through link(); a
         filesystem-wide one also changes the way the loop uses from then on.
         """
@@ -114,7 +119,10 @@ class Linker:
         place = _WAYS[way]
         placed = 0
         exact = self._exact
-        for src, dst, executable in jobs:
+        for key, src, dst, executable, size in jobs:
+            if check is not None and (problem := check(src, size, key)) is not None:
+                self.damaged.append((key, problem))
+                continue
             try:
                 place(src, dst, executable, exact)
             except OSError as exc:
@@ -167,6 +175,7 @@ class Linker:
         out = cls(mode)
         for linker in linkers:
             out.used.update(linker.used)
+            out.damaged += linker.damaged
             for fb, n in linker.fallbacks.items():
                 if fb.fs_wide:
                     out.fallbacks[fb] = 1  # said once, however many threads met it
@@ -192,8 +201,8 @@ class Linker:
         return "; ".join([used or "nothing linked", *said])
 
 
-def link_all(jobs: Sequence[Job], mode: LinkMode) -> Linker:
-    """Place every job on the shared thread pool; the merged Linker, for the summary.
+def link_all(jobs: Sequence[Job], mode: LinkMode, check: Check | None = None) -> Linker:
+    """Place every job on a few threads; the merged Linker, for the summary and damage.
 
     Contiguous slices, so one directory's links stay on one thread (they take
     that directory's lock in the kernel). Measured on the four benchmark wheels
@@ -205,7 +214,7 @@ def link_all(jobs: Sequence[Job], mode: LinkMode) -> Linker:
 
     def run(chunk: Sequence[Job]) -> Linker:
         linker = Linker(mode, exact_modes=exact)
-        linker.link_many(chunk)
+        linker.link_many(chunk, check)
         return linker
 
     return Linker.merged(mode, map_chunks(run, jobs, min_chunk=256))

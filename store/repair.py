@@ -37,7 +37,9 @@ def repair(
             hint="ask the store's owner to run `hutch verify --repair`, or install with "
             "--store pointing at a store you can write",
         )
-    damaged_paths = {d.path for d in damage}
+    # By object, not by path: an install with --subdir or --strip-components
+    # names its damage by the paths it installs, not the artifact's own.
+    damaged = {store.layout.key_of(d.object) for d in damage}
     try:
         with store.holding_objects(), store.staging("repair", record.id) as stage:
             archive = stage / "archive"
@@ -48,7 +50,7 @@ def repair(
             restored: set[str] = set()
             for entry in manifest.files:
                 key = entry.object_key
-                if entry.path not in damaged_paths or key in restored:
+                if key not in damaged or key in restored:
                     continue
                 member = members.get(entry.path)
                 if member is None or member.blob is None:

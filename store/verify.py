@@ -1,9 +1,10 @@
 """verify: is every object an artifact needs intact? (spec/store.md §10)
 
 Each object is checked once however many entries and artifacts share it,
-spread over the CPUs (hutch.store.parallel): stat checks type and size, on
-threads; full also re-hashes with blake3 on the same open descriptor, so what
-is hashed is what was checked, in forked workers.
+spread over the CPUs (hutch.store.parallel): stat checks type, size and mode
+(0444, or 0555 for an executable object), on threads; full also re-hashes
+with blake3 on the same open descriptor, so what is hashed is what was
+checked, in forked workers.
 """
 
 from __future__ import annotations
@@ -77,42 +78,54 @@ def verify_all(
     ]
 
 
-def _shape_problem(st: os.stat_result, size: int) -> str | None:
+def _shape_problem(st: os.stat_result, size: int, key: str) -> str | None:
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
     if st.st_size != size:
         if st.st_size < size:
             return f"truncated ({st.st_size} of {size} bytes)"
         return f"wrong size ({st.st_size}, expected {size} bytes)"
+    # Hard links share the inode: an object chmod'ed by hand would install
+    # every later tree with that mode (writable, or without its exec bit).
+    want = 0o555 if key.endswith(".x") else 0o444
+    if st.st_mode & 0o7777 != want:
+        return f"wrong mode ({st.st_mode & 0o7777:04o}, expected {want:04o})"
     return None
+
+
+def stat_problem(path: str, size: int, key: str) -> str | None:
+    """What `--verify stat` finds wrong with the object at ``path``, or None.
+
+    Also called by the linking threads of an install, just before each link.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    return _shape_problem(st, size, key)
 
 
 def _stat_problems(items: Sequence[_Item]) -> list[tuple[str, str]]:
     out = []
     for key, path, size, _digest in items:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            out.append((key, "missing"))
-            continue
-        except OSError as exc:
-            out.append((key, f"unreadable ({exc.strerror})"))
-            continue
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-            out.append((key, _shape_problem(st, size) or "?"))
+        problem = stat_problem(path, size, key)
+        if problem:
+            out.append((key, problem))
     return out
 
 
 def _hash_problems(items: Sequence[_Item]) -> list[tuple[str, str]]:
     out = []
     for key, path, size, digest in items:
-        problem = _full_problem(path, size, digest)
+        problem = _full_problem(key, path, size, digest)
         if problem:
             out.append((key, problem))
     return out
 
 
-def _full_problem(path: str, size: int, digest: str) -> str | None:
+def _full_problem(key: str, path: str, size: int, digest: str) -> str | None:
     """The stat checks and the blake3 re-hash, on one open file descriptor."""
     try:
         fd = os.open(path, _OPEN)
@@ -122,7 +135,7 @@ def _full_problem(path: str, size: int, digest: str) -> str | None:
         return f"unreadable ({exc.strerror})"
     try:
         st = os.fstat(fd)
-        problem = _shape_problem(st, size)
+        problem = _shape_problem(st, size, key)
         if problem:
             return problem
         threads = (os.cpu_count() or 1) if size >= _BIG else 1

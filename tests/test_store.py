@@ -185,6 +185,7 @@ def test_verify_repair_heals_and_full_detects_corruption(hutch: Hutch, wheels: l
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
+    victim.chmod(0o444)  # size and mode as they were: only the bytes differ
     assert hutch("verify", aid).returncode == 0  # same size: stat cannot see it
     full = hutch("verify", "--full", "--json")
     assert full.returncode == 3
@@ -193,6 +194,43 @@ def test_verify_repair_heals_and_full_detects_corruption(hutch: Hutch, wheels: l
     assert entry["damage"][0]["problem"].startswith("corrupt")
     hutch.ok("verify", "--full", "--repair")
     hutch.ok("verify", "--full")
+
+
+def test_a_chmod_object_is_damage_and_healed_before_it_is_linked(
+    hutch: Hutch, wheels: list[Path], tmp_path: Path
+) -> None:
+    """store.md §10: stat verify checks the exact object mode; a hard link shares the inode."""
+    aid = hutch.ok("add", wheels[0]).strip()
+    plain = next(p for p in objects(hutch.store) if not p.name.endswith(".x"))
+    plain.chmod(0o644)  # writable: every hardlinked tree could write the store's copy
+    result = hutch("verify", "--json")
+    assert result.returncode == 3
+    (entry,) = json.loads(result.stdout)
+    assert {d["problem"] for d in entry["damage"]} == {"wrong mode (0644, expected 0444)"}
+    hutch.ok("install", aid, tmp_path / "dest", "--link", "hardlink")
+    assert plain.stat().st_mode & 0o7777 == 0o444
+    installed = [p for p in (tmp_path / "dest").rglob("*") if p.is_file()]
+    assert all(p.stat().st_mode & 0o222 == 0 for p in installed)
+    hutch.ok("verify")
+
+
+def test_damage_under_a_subdir_is_healed(hutch: Hutch, sdist: Path, tmp_path: Path) -> None:
+    """store.md §10: healing works by object, also when --subdir re-roots the paths."""
+    aid = hutch.ok("add", sdist).strip()
+    shown = json.loads(hutch.ok("show", aid, "--json"))
+    top = shown["entries"][0]["path"].split("/")[0]
+    inside = [e for e in shown["entries"] if e["path"].startswith(f"{top}/json/")]
+    victims = [e for e in inside if e["type"] == "file"][:3]
+    for e in victims:
+        Path(e["object"]).unlink()
+    result = hutch("install", aid, tmp_path / "json", "--subdir", f"{top}/json")
+    assert result.returncode == 0, result.stderr
+    assert "repaired 3 damaged file(s)" in result.stderr
+    expected = tree(_gnu_tar(sdist, tmp_path / "gnu") / top / "json")
+    assert tree(tmp_path / "json") == expected
+    repairs = [r["detail"] for r in json.loads(hutch.ok("log", "--json", "--op", "repair"))]
+    assert repairs == ["restored 3 object(s)"]  # one re-fetch, the right objects at once
+    hutch.ok("verify")
 
 
 def test_unreachable_source_fails_heal_and_installs_nothing(
