@@ -22,7 +22,7 @@ from hutch.store.fsutil import atomic_write, syncfs
 from hutch.store.journal import ArtifactRecord, LogRecord, Txn
 from hutch.store.layout import Layout
 from hutch.store.manifest import Entry, Manifest, Source
-from hutch.store.parallel import forked
+from hutch.store.parallel import forked, width
 from hutch.store.store import Store, source_url
 
 
@@ -54,12 +54,21 @@ def add_all(store: Store, requests: Sequence[AddRequest]) -> list[AddResult | Hu
     if len(requests) == 1:
         return [_add_or_error(store, requests[0])]
     root = store.layout.root
+    # Imported once here, so that no worker imports them again (requests alone
+    # is ~55 ms): a forked child inherits every module already loaded.
+    import hutch.extract.unpack
+    import hutch.fetch.download
+
+    if any(source_url(r.source).lower().startswith(("http:", "https:")) for r in requests):
+        import hutch.fetch.http  # noqa: F401
 
     def add_here(request: AddRequest) -> AddResult | HutchError:
         # A forked child: its own journal environment (LMDB's cannot cross fork).
         return _add_or_error(Store.open(root), request)
 
-    return forked(add_here, requests)
+    # More workers than cores: an add also waits (the network, syncfs), and the
+    # biggest archive given first must not leave a core idle at the end.
+    return forked(add_here, requests, running=2 * width())
 
 
 def _add_or_error(store: Store, request: AddRequest) -> AddResult | HutchError:

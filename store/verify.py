@@ -25,9 +25,7 @@ Level = Literal["stat", "full", "none"]
 # Files at least this big are hashed with blake3's own threads; smaller ones
 # are spread over the pool (reads, and blake3 on large inputs, release the GIL).
 _BIG = 8 << 20
-# Hashing: a few slices per worker keep every core busy to the end when file
-# sizes are uneven; forking pays only past a few hundred files.
-_SLICES_PER_WORKER = 2
+# Forking to re-hash pays only past a few hundred files.
 _FORK_FROM = 256
 # O_NONBLOCK: opening a FIFO planted at an object's path must not hang; the
 # fstat after the open refuses it. No effect on regular files.
@@ -63,8 +61,9 @@ def verify_all(
     elif len(todo) < _FORK_FROM:
         found = [_hash_problems(todo)]
     else:
-        # Re-hashing is ~15 µs of Python per file, under the GIL: processes.
-        found = forked(_hash_problems, split(todo, width() * _SLICES_PER_WORKER))
+        # Re-hashing is ~15 µs of Python per file, under the GIL: processes,
+        # one part per core, this process hashing one of them.
+        found = forked(_hash_problems, split(todo, width()), here=True)
     problems = {key: problem for part in found for key, problem in part}
     if not problems:
         return [[] for _ in artifacts]

@@ -73,6 +73,15 @@ def test_forked_runs_in_children_and_returns_in_order(monkeypatch: pytest.Monkey
     assert len({pid for _, pid in got}) == 5  # one child per item
 
 
+def test_forked_here_takes_the_last_item_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+    me = os.getpid()
+    got = parallel.forked(lambda x: (x, os.getpid()), [0, 1, 2], here=True)
+    assert [v for v, _ in got] == [0, 1, 2]
+    assert got[2][1] == me
+    assert me not in (got[0][1], got[1][1])
+
+
 def test_forked_error_keeps_its_class_fields_and_os_cause(monkeypatch: pytest.MonkeyPatch) -> None:
     """cli.md §Errors: an error from a worker still prints every cause down to the errno."""
     monkeypatch.setenv("HUTCH_THREADS", "2")
