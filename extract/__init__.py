@@ -125,7 +125,7 @@ class Member:
     executable: bool = False
     digest: Blake3Hex | None = None  # files only
     target: str | None = None  # symlinks only: the link text, checked to stay inside
-    blob: Path | None = None  # staged content for files; None for hardlinks
+    blob: str | None = None  # staged content's path for files; None for hardlinks
 
 
 def extract(

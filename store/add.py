@@ -186,11 +186,9 @@ def _publish(layout: Layout, members: list[Member], committed: set[str]) -> None
             continue
         key = m.digest + (".x" if m.executable else "")
         target = f"{objects}/{key[:2]}/{key[2:]}"
-        try:
-            existing = os.stat(target)
-        except FileNotFoundError:
-            existing = None
-        if existing is not None and existing.st_size == m.size and key in committed:
+        # Only an object a committed manifest refers to can be kept, so only
+        # those are looked at (no stat per object when adding new content).
+        if key in committed and _intact(target, m.size):
             os.unlink(m.blob)  # keep the inode that installs may share
             continue
         try:
@@ -203,6 +201,13 @@ def _publish(layout: Layout, members: list[Member], committed: set[str]) -> None
                 os.rename(m.blob, target)
         except OSError as exc:
             raise store_error("publish object", target, exc) from exc
+
+
+def _intact(path: str, size: int) -> bool:
+    try:
+        return os.stat(path).st_size == size
+    except FileNotFoundError:
+        return False
 
 
 def _record(

@@ -117,6 +117,13 @@ NAME_MAX = 255
 PATH_MAX = 4096
 
 
+# A name that is already safe and normalised: ASCII components of the usual
+# characters, none of them "." or "..", one slash between them. Such names are
+# nearly every member of a real archive, and this one match (~0.5 µs) stands
+# for the whole check below (~5 µs); a name it does not match takes the check.
+_PLAIN = re.compile(r"(?:(?!\.\.?(?:/|\Z))[A-Za-z0-9._+~@=-]+/)*(?!\.\.?\Z)[A-Za-z0-9._+~@=-]+")
+
+
 def safe_relpath(name: str) -> str:
     """Return ``name`` as a normalised relative POSIX path that stays inside its root.
 
@@ -125,6 +132,13 @@ def safe_relpath(name: str) -> str:
     backslashes, '..' anywhere, NUL and control characters, and over-long
     components. '.' components and repeated or trailing slashes are dropped.
     """
+    # Under 256 ASCII characters, no component can pass NAME_MAX nor the path PATH_MAX.
+    if len(name) <= NAME_MAX and _PLAIN.fullmatch(name):
+        return name
+    return _checked_relpath(name)
+
+
+def _checked_relpath(name: str) -> str:
     if not name:
         raise UnsafePath(name, "empty name")
     if _CONTROL.search(name):
@@ -151,4 +165,6 @@ def safe_relpath(name: str) -> str:
 
 def fold_key(rel: str) -> str:
     """The key two names collide under on case-insensitive or normalising filesystems."""
+    if rel.isascii():
+        return rel.lower()  # NFC leaves ASCII as it is, and casefold is lower() there
     return unicodedata.normalize("NFC", rel).casefold()

@@ -79,7 +79,7 @@ def tree_of_members(members: list[Member]) -> Tree:
         else:
             blob = m.blob or by_digest[m.digest]
             assert blob is not None
-            tree[m.path] = F(blob.read_bytes(), x=m.executable)
+            tree[m.path] = F(Path(blob).read_bytes(), x=m.executable)
     return tree
 
 
@@ -131,11 +131,11 @@ def test_valid_archive_extracts_expected_tree(case: Case, tmp_path: Path) -> Non
     assert_staging_flat(staging)
     for m in members:
         if m.kind == "file" and m.blob is not None:
-            data = m.blob.read_bytes()
+            data = Path(m.blob).read_bytes()
             assert m.size == len(data)
             assert m.digest == digest.blake3_bytes(data)
-            assert stat.S_IMODE(m.blob.stat().st_mode) == (0o555 if m.executable else 0o444)
-            assert m.blob.parent == staging
+            assert stat.S_IMODE(os.stat(m.blob).st_mode) == (0o555 if m.executable else 0o444)
+            assert Path(m.blob).parent == staging
     assert _listing(tmp_path) - {"archive", "staging"} == {
         f"staging/{p.name}" for p in staging.iterdir()
     }
@@ -705,9 +705,9 @@ def test_zip_member_sizes_round_the_chunk(method: int, size: int, tmp_path: Path
     archive, staging = _zip_of([archives.RawEntry(b"m", data, method=method)], tmp_path)
     (member,) = extract(archive, staging)
     assert member.blob is not None
-    assert member.blob.read_bytes() == data
+    assert Path(member.blob).read_bytes() == data
     assert (member.size, member.digest) == (size, digest.blake3_bytes(data))
-    assert stat.S_IMODE(member.blob.stat().st_mode) == 0o444
+    assert stat.S_IMODE(os.stat(member.blob).st_mode) == 0o444
 
 
 def test_streamed_zip_member_matches_unzip(tmp_path: Path) -> None:
@@ -870,7 +870,7 @@ def test_blob_modes_are_exact_whatever_the_umask(umask: int, tmp_path: Path) -> 
         members = extract(archive, staging)
     finally:
         os.umask(old)
-    modes = {m.path: stat.S_IMODE(m.blob.stat().st_mode) for m in members if m.blob is not None}
+    modes = {m.path: stat.S_IMODE(os.stat(m.blob).st_mode) for m in members if m.blob is not None}
     assert modes == {"a": 0o444, "x": 0o555, "big": 0o444}
 
 
@@ -958,3 +958,23 @@ def test_mutated_streamed_zip_members_only_raise_archive_error(
     if cut is not None:
         data = data[:cut]
     _only_archive_errors(bytes(data), tmp_path_factory.mktemp("mutz"), _FUZZ_LIMITS)
+
+
+@given(
+    st.text(alphabet="ab.-_/\\:~@=+\x00 é", max_size=24)
+    | st.text(alphabet="a/", min_size=250, max_size=300)
+)
+def test_safe_relpath_fast_path_agrees_with_the_full_check(raw: str) -> None:
+    """extract.md §Refusals (names): the plain-name shortcut never accepts what the
+    full check refuses, and returns exactly what it returns."""
+    from hutch.store.fsutil import _checked_relpath
+
+    try:
+        full: str | None = _checked_relpath(raw)
+    except UnsafePath:
+        full = None
+    try:
+        fast: str | None = safe_relpath(raw)
+    except UnsafePath:
+        fast = None
+    assert fast == full

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"  # gitignored: wheels, the big archive, work trees
@@ -172,6 +173,13 @@ def version_of(cmd: Sequence[str]) -> str:
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's name
         pass
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        # sendfile(2), not http.server's 64 KiB read/write loop: the server stands
+        # in for the package index and must not take CPU from the side it serves
+        # (uv's side reads the files and has no server at all).
+        self.wfile.flush()
+        self.connection.sendfile(source)
 
 
 @contextlib.contextmanager
