@@ -92,28 +92,14 @@ class Linker:
         self._exact = exact_modes
         self.damaged: list[tuple[str, str]] = []  # (object key, problem): not linked
 
-    def link(self, src: str, dst: str, *, executable: bool) -> str:
-        """Place object ``src`` at ``dst``; return the way that worked."""
-        for way in self._chain:
-            if way in self._skip:
-                continue
-            try:
-                _WAYS[way](src, dst, executable, self._exact)
-            except OSError as exc:
-                self._refused(way, exc, src, dst)
-                continue
-            self.used[way] += 1
-            return way
-        # Unreachable: copy, the last way of `auto`, never falls back.
-        raise AssertionError(self._chain)  # pragma: no cover
-
     def link_many(self, jobs: Sequence[Job], check: Check | None = None) -> None:
         """link() for every job: one tight loop while the way that worked keeps working.
 
         ``check`` (verify.stat_problem) runs on each object just before it is
         linked; an object it refuses is not linked but listed in ``damaged``.
-        A per-file refusal (EPERM, EMLINK) sends that file through link(); a
-        filesystem-wide one also changes the way the loop uses from then on.
+        A per-file refusal (EPERM, EMLINK) sends that file down the chain of
+        ways (_fall_back); a filesystem-wide one also changes the way the loop
+        uses from then on.
         """
         way = next(w for w in self._chain if w not in self._skip)
         place = _WAYS[way]
@@ -127,7 +113,7 @@ class Linker:
                 place(src, dst, executable, exact)
             except OSError as exc:
                 self._refused(way, exc, src, dst)
-                self.link_after(way, src, dst, executable=executable)
+                self._fall_back(way, src, dst, executable=executable)
                 if way in self._skip:
                     self.used[way] += placed
                     placed = 0
@@ -137,10 +123,9 @@ class Linker:
             placed += 1
         self.used[way] += placed
 
-    def link_after(self, failed: str, src: str, dst: str, *, executable: bool) -> str:
-        """link(), trying only the ways after ``failed`` (which was just refused)."""
-        chain = self._chain[self._chain.index(failed) + 1 :]
-        for way in chain:
+    def _fall_back(self, failed: str, src: str, dst: str, *, executable: bool) -> str:
+        """Place ``src`` by the ways after ``failed`` (just refused); the one that worked."""
+        for way in self._chain[self._chain.index(failed) + 1 :]:
             if way in self._skip:
                 continue
             try:
@@ -150,6 +135,7 @@ class Linker:
                 continue
             self.used[way] += 1
             return way
+        # Unreachable: copy, the last way of `auto`, never falls back.
         raise AssertionError(self._chain)  # pragma: no cover
 
     def _refused(self, way: str, exc: OSError, src: str, dst: str) -> None:

@@ -7,13 +7,15 @@ ship inside CPython's ensurepip.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,6 +119,23 @@ def tree(root: Path) -> dict[str, tuple[str, bytes | str, bool]]:
             else:
                 out[rel] = ("file", path.read_bytes(), bool(path.stat().st_mode & 0o100))
     return out
+
+
+def tamper(store: Path, db: str, key: str, change: Callable[[Any], object]) -> None:
+    """Change one JSON value in the journal behind hutch's back, with LMDB directly."""
+    import lmdb
+
+    env = lmdb.open(str(store / "journal"), max_dbs=8)
+    try:
+        handle = env.open_db(db.encode())
+        with env.begin(write=True) as txn:
+            raw = txn.get(key.encode(), db=handle)
+            assert raw is not None, (db, key)
+            data = json.loads(bytes(raw))
+            change(data)
+            txn.put(key.encode(), json.dumps(data).encode(), db=handle)
+    finally:
+        env.close()
 
 
 def objects(store: Path) -> list[Path]:

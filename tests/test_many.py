@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Hutch, tree
+from conftest import Hutch, tamper, tree
 from faultserver import FOREVER, FaultServer, Stall, Status
 
 
@@ -152,8 +152,6 @@ def test_install_rewrites_last_used_at_most_hourly(
     hutch: Hutch, sdist: Path, tmp_path: Path
 ) -> None:
     """store.md §11: last_used moves on an install only when it is over an hour old."""
-    import lmdb
-
     aid = hutch.ok("add", sdist).strip()
 
     def record() -> dict[str, float]:
@@ -162,17 +160,7 @@ def test_install_rewrites_last_used_at_most_hourly(
     added = record()["last_used"]
     hutch.ok("install", aid, tmp_path / "a")
     assert record()["last_used"] == added  # fresh: not rewritten
-    env = lmdb.open(str(hutch.store / "journal"), max_dbs=8)
-    try:
-        db = env.open_db(b"artifacts")
-        with env.begin(write=True) as txn:
-            raw = txn.get(aid.encode(), db=db)
-            assert raw is not None
-            data = json.loads(bytes(raw))
-            data["last_used"] = time.time() - 7200
-            txn.put(aid.encode(), json.dumps(data).encode(), db=db)
-    finally:
-        env.close()
+    tamper(hutch.store, "artifacts", aid, lambda r: r.update(last_used=time.time() - 7200))
     before = time.time()
     hutch.ok("install", aid, tmp_path / "b")
     assert record()["last_used"] >= before

@@ -7,9 +7,8 @@ import json
 import os
 from pathlib import Path
 
-import lmdb
 import pytest
-from conftest import Hutch
+from conftest import Hutch, tamper
 from hutch.store.digest import blake3_bytes
 from hutch.store.errors import StoreError
 from hutch.store.journal import ArtifactRecord, LogRecord
@@ -166,16 +165,8 @@ def test_a_damaged_manifest_in_the_journal_is_an_error_not_a_wrong_tree(
 ) -> None:
     """store.md §4-5: install refuses manifest bytes that no longer match their id (exit 6)."""
     aid = hutch.ok("add", sdist).strip()
-    env = lmdb.open(str(hutch.store / "journal"), max_dbs=8)
-    try:
-        db = env.open_db(b"manifests")
-        with env.begin(write=True) as txn:
-            key, raw = next(iter(txn.cursor(db=db)))
-            data = json.loads(bytes(raw))
-            data["entries"] = data["entries"][:-1]
-            txn.put(key, json.dumps(data).encode(), db=db)
-    finally:
-        env.close()
+    mid = json.loads(hutch.ok("show", aid, "--json"))["artifact"]["manifest"]
+    tamper(hutch.store, "manifests", mid, lambda m: m["entries"].pop())
     result = hutch("install", aid, tmp_path / "dest")
     assert result.returncode == 6, result.stderr
     assert "do not hash to their id" in result.stderr
@@ -212,17 +203,9 @@ def test_doctor_audits_records_strictly_and_rebuild_repairs_them(hutch: Hutch, s
     """inspect.md §9 `records`: a record of the wrong type is found; --rebuild replaces it."""
     aid = hutch.ok("add", sdist).strip()
     assert "artifact record(s) and manifests are valid" in hutch.ok("doctor")
-    env = lmdb.open(str(hutch.store / "journal"), max_dbs=8)
-    try:
-        db = env.open_db(b"artifacts")
-        with env.begin(write=True) as txn:
-            raw = txn.get(aid.encode(), db=db)
-            assert raw is not None
-            data = json.loads(bytes(raw))
-            data["files"] = str(data["files"])  # decodes by name, but is not what hutch writes
-            txn.put(aid.encode(), json.dumps(data).encode(), db=db)
-    finally:
-        env.close()
+    files = json.loads(hutch.ok("ls", "--json"))[0]["files"]
+    # Decodes by name, but is not what hutch writes: a str where an int belongs.
+    tamper(hutch.store, "artifacts", aid, lambda r: r.update(files=str(r["files"])))
     result = hutch("doctor", "--json")
     assert result.returncode == 6, result.stderr
     check = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "records")
@@ -231,4 +214,4 @@ def test_doctor_audits_records_strictly_and_rebuild_repairs_them(hutch: Hutch, s
     hutch.ok("doctor", "--rebuild")
     assert hutch("doctor").returncode == 0
     listed = json.loads(hutch.ok("ls", "--json"))
-    assert [r["files"] for r in listed] == [int(data["files"])]
+    assert [r["files"] for r in listed] == [files]
