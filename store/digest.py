@@ -144,11 +144,17 @@ def hash_fd(fd: int, *, size_hint: int | None = None, threads: int = 1) -> tuple
     h = _blake3.blake3(max_threads=threads) if threads > 1 else _blake3.blake3()
     size = 0
     if size_hint < CHUNK:
-        want = size_hint + 1  # one byte more: a file that grew since fstat shows at once
-        while data := os.read(fd, want):
+        # One byte more than fstat said: a file that grew since shows at once.
+        data = os.read(fd, size_hint + 1)
+        if len(data) == size_hint:
+            # A regular file returns less than asked only at its end, so this is
+            # the whole file; the read that would return b"" is saved (~1 µs of
+            # 7244 in a verify --full).
+            return Blake3Hex(_blake3.blake3(data).hexdigest()), size_hint
+        while data:
             h.update(data)
             size += len(data)
-            want = _STEP  # the final, empty read: no big allocation for nothing
+            data = os.read(fd, _STEP)  # the final, empty read: no big allocation for nothing
         return Blake3Hex(h.hexdigest()), size
     with open(fd, "rb", buffering=0, closefd=False) as f:
         buf = bytearray(CHUNK)

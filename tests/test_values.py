@@ -215,3 +215,17 @@ def test_doctor_audits_records_strictly_and_rebuild_repairs_them(hutch: Hutch, s
     assert hutch("doctor").returncode == 0
     listed = json.loads(hutch.ok("ls", "--json"))
     assert [r["files"] for r in listed] == [files]
+
+
+@pytest.mark.parametrize("hint", [0, 5, 10, 11, 20, 1 << 21])
+def test_hash_fd_reads_to_the_end_whatever_the_size_hint(tmp_path: Path, hint: int) -> None:
+    """store.md §10: the hash is of what the file holds, not of what fstat said."""
+    from hutch.store.digest import hash_fd
+
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert hash_fd(fd, size_hint=hint) == (blake3_bytes(b"0123456789"), 10)
+    finally:
+        os.close(fd)

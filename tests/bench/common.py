@@ -255,6 +255,45 @@ def drop_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+# -- a quiet disk --------------------------------------------------------------
+def _disk_counters(dev: tuple[int, int]) -> tuple[int, ...] | None:
+    """(writes, discards, I/Os in flight) of the block device ``dev``, from /proc/diskstats."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/diskstats").read_text().splitlines():
+            f = line.split()
+            if (int(f[0]), int(f[1])) == dev:
+                # 7: writes completed, 11: I/Os in progress, 14: discards completed
+                return (int(f[7]), int(f[11]), int(f[14]) if len(f) > 14 else 0)
+    return None
+
+
+def settle(path: Path, *, quiet_for: float = 2.0, limit: float = 180.0) -> float:
+    """Wait until the disk holding ``path`` has done no writes or discards for ``quiet_for`` s.
+
+    On a filesystem mounted with ``discard``, deleting a tree keeps the disk busy
+    trimming for a minute or more, and file creation meanwhile is two to three
+    times slower; a run that starts then measures the previous run's deletions.
+    Returns how long it waited (at most ``limit``).
+    """
+    os.sync()
+    st = os.stat(path)
+    dev = (os.major(st.st_dev), os.minor(st.st_dev))
+    start = time.monotonic()
+    last = _disk_counters(dev)
+    if last is None:
+        return 0.0  # not a block device we can see (tmpfs, overlay): nothing to wait for
+    quiet_since = start
+    while time.monotonic() - start < limit:
+        time.sleep(0.25)
+        now = _disk_counters(dev)
+        if now != last or (now is not None and now[1]):
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_for:
+            break
+        last = now
+    return time.monotonic() - start
+
+
 # -- the machine ---------------------------------------------------------------
 def _cpu_model() -> str:
     with contextlib.suppress(OSError):

@@ -40,6 +40,7 @@ from common import (
     median,
     run_child,
     serve,
+    settle,
     sha256_file,
     tool,
     version_of,
@@ -489,20 +490,30 @@ def main() -> None:
         f"medians of {args.runs} runs. uv installs the wheel files directly (--offline cannot\n"
         "use a URL); hutch adds them from http://127.0.0.1 (a server thread in this process).\n"
         f"hutch is this checkout installed into {CACHE / 'venv'} (not editable, bytecode\n"
-        "compiled); every command starts after an untimed sync.\n",
+        "compiled); every command starts after an untimed sync, and every section once\n"
+        "the disk has been idle for 2 s (no writes or discards in /proc/diskstats).\n",
         flush=True,
     )
+
+    def quiet(section: str) -> None:
+        waited = settle(work)
+        print(f"{section}: the disk was quiet after {waited:.1f} s", file=sys.stderr, flush=True)
+
     try:
         with serve(wheels[0].parent) as base_url:
             if "cold" in only:
+                quiet("cold")
                 store = bench_cold(b, base_url)
             elif only & {"warm", "verify"}:
                 store = fill_store(b, base_url)
             if "warm" in only:
+                quiet("warm")
                 bench_warm(b, store)
             if "verify" in only:
+                quiet("verify")
                 bench_verify(b, store)
         if "memory" in only:
+            quiet("memory")
             bench_rss(b, args.rss_mib, args.rss_runs)
         if "startup" in only:
             bench_startup(b, args.startup_runs)
