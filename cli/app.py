@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -145,17 +145,14 @@ def add(
 
     _one_source_only(sources, digest=digest, name=name, mirrors=mirrors)
     fetch = fetch_settings(ctx, timeout, retries)
-    if len(sources) > 1:
-        fetch = replace(fetch, progress=False)  # several bars from several workers would garble
     limits = limit_settings(max_unpacked, max_entries)
     requests = []
     for given in sources:
         source, pin = _source_pin(given, digest)
         requests.append(AddRequest(source, pin, name, mirrors, fetch, limits))
-    failed: list[HutchError] = []
-    for request, result in zip(requests, add_all(ctx.store(), requests), strict=True):
+    results = add_all(ctx.store(), requests)
+    for request, result in zip(requests, results, strict=True):
         if isinstance(result, HutchError):
-            failed.append(result)
             output.report(result)
             continue
         if request.pin is None:
@@ -165,10 +162,7 @@ def add(
                 "for reproducible builds)"
             )
         click.echo(result.artifact)
-    if failed:
-        if len(requests) > 1:
-            output.info(f"{len(failed)} of {len(requests)} sources failed", quiet=False)
-        raise click.exceptions.Exit(failed[0].exit_code)
+    _exit_on_failures(results, "sources")
 
 
 def _one_source_only(sources: Sequence[str], **options: object) -> None:
@@ -269,10 +263,9 @@ def install(
     records = _resolve_or_add(store, [_source_pin(r, digest) for r in refs], fetch, limits)
     options = InstallOptions(link, verify_level, force, strip_components, subdir, fetch, limits)
     todo = list(zip(records, dests, strict=True))
-    failed: list[HutchError] = []
-    for (record, dest), result in zip(todo, install_all(store, todo, options), strict=True):
+    results = install_all(store, todo, options)
+    for (record, dest), result in zip(todo, results, strict=True):
         if isinstance(result, HutchError):
-            failed.append(result)
             output.report(result)
             continue
         healed = f", repaired {result.repaired} damaged file(s) first" if result.repaired else ""
@@ -285,9 +278,17 @@ def install(
         )
         for warning in result.warnings:
             output.warn(warning)
+    _exit_on_failures(results, "installs")
+
+
+def _exit_on_failures(results: Sequence[object], what: str) -> None:
+    """After several independent results were reported: exit with the first failure's code."""
+    from hutch.store.errors import HutchError
+
+    failed = [r for r in results if isinstance(r, HutchError)]
     if failed:
-        if len(todo) > 1:
-            output.info(f"{len(failed)} of {len(todo)} installs failed", quiet=False)
+        if len(results) > 1:
+            output.info(f"{len(failed)} of {len(results)} {what} failed", quiet=False)
         raise click.exceptions.Exit(failed[0].exit_code)
 
 

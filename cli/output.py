@@ -62,7 +62,7 @@ def _failed(exc: Exception) -> int:
 
 
 def report(exc: BaseException, *, internal: bool = False) -> None:
-    from hutch.store.errors import HutchError, describe_oserror
+    from hutch.store.errors import HutchError, cause_of, describe_oserror
 
     lines = []
     if isinstance(exc, OSError):
@@ -72,13 +72,13 @@ def report(exc: BaseException, *, internal: bool = False) -> None:
     else:
         lines.append(f"error: {exc}")
     seen = {id(exc)}
-    cause = _cause(exc)
+    cause = cause_of(exc)
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         text = describe_oserror(cause) if isinstance(cause, OSError) else _plain(cause)
         if text:
             lines.append(f"caused by: {text}")
-        cause = _cause(cause)
+        cause = cause_of(cause)
     hint = exc.hint if isinstance(exc, HutchError) else None
     if internal:
         hint = "this is a bug in hutch; run with -v for the traceback and report it"
@@ -89,12 +89,6 @@ def report(exc: BaseException, *, internal: bool = False) -> None:
 
         traceback.print_exception(exc, file=sys.stderr)
     click.echo("\n".join(lines), err=True)
-
-
-def _cause(exc: BaseException) -> BaseException | None:
-    if exc.__cause__ is not None:
-        return exc.__cause__
-    return None if exc.__suppress_context__ else exc.__context__
 
 
 def _plain(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hutch.extract import Limits, Member, extract
@@ -53,6 +53,8 @@ def add_all(store: Store, requests: Sequence[AddRequest]) -> list[AddResult | Hu
     """
     if len(requests) == 1:
         return [_add_or_error(store, requests[0])]
+    # One progress bar per worker, all on one terminal, would garble each other.
+    requests = [replace(r, fetch=replace(r.fetch, progress=False)) for r in requests]
     root = store.layout.root
     # Imported once here, so that no worker imports them again (requests alone
     # is ~55 ms): a forked child inherits every module already loaded.

@@ -44,14 +44,14 @@ class HutchError(Exception):
         # Picklable whatever a subclass's __init__ takes, cause chain included:
         # a forked worker (hutch.store.parallel) sends its error to the parent,
         # which must still print every `caused by:` down to the errno.
-        return (_restore, (type(self), self.args, self.__dict__, portable(_cause(self))))
+        return (_restore, (type(self), self.args, self.__dict__, portable(cause_of(self))))
 
 
 class ForeignCause(Exception):
     """A cause that crossed from a forked worker as its text (`ConnectionError: ...`)."""
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_restore, (type(self), self.args, self.__dict__, portable(_cause(self))))
+        return (_restore, (type(self), self.args, self.__dict__, portable(cause_of(self))))
 
 
 def portable(exc: BaseException | None) -> BaseException | None:
@@ -62,11 +62,12 @@ def portable(exc: BaseException | None) -> BaseException | None:
     if type(exc).__module__ == "builtins":
         return exc  # OSError and friends pickle their errno, text and file names
     foreign = ForeignCause(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-    foreign.__cause__ = _cause(exc)
+    foreign.__cause__ = cause_of(exc)
     return foreign
 
 
-def _cause(exc: BaseException) -> BaseException | None:
+def cause_of(exc: BaseException) -> BaseException | None:
+    """The next link of ``exc``'s chain as Python prints it: its cause, else its context."""
     if exc.__cause__ is not None:
         return exc.__cause__
     return None if exc.__suppress_context__ else exc.__context__

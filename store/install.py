@@ -42,7 +42,7 @@ from hutch.store.link import Check, Job, Linker, LinkFailed, LinkMode, link_all
 from hutch.store.manifest import Entry, Manifest, escapes
 from hutch.store.parallel import map_chunks
 from hutch.store.store import Store
-from hutch.store.verify import Level, stat_problem, verify
+from hutch.store.verify import Level, damage_of, stat_problem, verify
 
 if TYPE_CHECKING:
     # Only a heal fetches and extracts; an intact install never imports them.
@@ -142,12 +142,12 @@ def install(
         raise store_error("create the parent directory of", dest, exc) from exc
     _remove_dead_temps(dest)
     warnings: list[str] = []
+    objects = os.fspath(store.layout.objects)
     for attempt in range(1, _BUILDS + 1):
         tmp = dest.with_name(f".{dest.name}.hutch-tmp-{os.getpid()}-{os.urandom(4).hex()}")
         try:
-            objects = os.fspath(store.layout.objects)
             linker = _build(objects, os.fspath(tmp), entries, options.link, check)
-            damage = _damage(store, files, linker.damaged)
+            damage = damage_of(store.layout, files, dict(linker.damaged))
             if damage:
                 _discard(tmp)
                 if attempt == _BUILDS:
@@ -207,18 +207,6 @@ def _keeps_disappearing(record: ArtifactRecord, damage: list[Damage]) -> DamageE
         why="objects keep disappearing while they are repaired",
         hint="stop whatever is deleting files under the store's objects/ and retry",
     )
-
-
-def _damage(store: Store, files: Sequence[Entry], found: Sequence[tuple[str, str]]) -> list[Damage]:
-    """The link threads' findings, (object key, problem), as one Damage per entry."""
-    if not found:
-        return []
-    problems = dict(found)
-    return [
-        Damage(e.path, str(store.layout.object_path(e.object_key)), problems[e.object_key])
-        for e in files
-        if e.object_key in problems
-    ]
 
 
 # -- which entries, at which paths ----------------------------------------------

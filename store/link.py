@@ -93,7 +93,7 @@ class Linker:
         self.damaged: list[tuple[str, str]] = []  # (object key, problem): not linked
 
     def link_many(self, jobs: Sequence[Job], check: Check | None = None) -> None:
-        """link() for every job: one tight loop while the way that worked keeps working.
+        """Place every job: one tight loop while the way that worked keeps working.
 
         ``check`` (verify.stat_problem) runs on each object just before it is
         linked; an object it refuses is not linked but listed in ``damaged``.

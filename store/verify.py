@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from hutch.store.digest import hash_fd
@@ -23,7 +23,7 @@ from hutch.store.parallel import forked, map_chunks, split, width
 Level = Literal["stat", "full", "none"]
 
 # Files at least this big are hashed with blake3's own threads; smaller ones
-# are spread over the pool (reads, and blake3 on large inputs, release the GIL).
+# are spread over forked workers (hashing small files is Python under the GIL).
 _BIG = 8 << 20
 # Forking to re-hash pays only past a few hundred files.
 _FORK_FROM = 256
@@ -65,15 +65,18 @@ def verify_all(
         # one part per core, this process hashing one of them.
         found = forked(_hash_problems, split(todo, width()), here=True)
     problems = {key: problem for part in found for key, problem in part}
+    return [damage_of(layout, files, problems) for files in artifacts]
+
+
+def damage_of(layout: Layout, files: Sequence[Entry], problems: Mapping[str, str]) -> list[Damage]:
+    """One Damage per entry of ``files`` whose object has a problem (object key -> problem)."""
     if not problems:
-        return [[] for _ in artifacts]
+        return []
+    objects = os.fspath(layout.objects)
     return [
-        [
-            Damage(e.path, items[e.object_key][1], problems[e.object_key])
-            for e in files
-            if e.object_key in problems
-        ]
-        for files in artifacts
+        Damage(e.path, f"{objects}/{key[:2]}/{key[2:]}", problems[key])
+        for e in files
+        if (key := e.object_key) in problems
     ]
 
 
