@@ -26,9 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hutch.store.fsutil import current_umask
-from hutch.store.parallel import map_chunks
-
 LinkMode = Literal["auto", "reflink", "hardlink", "copy", "symlink"]
 MODES: tuple[LinkMode, ...] = ("auto", "reflink", "hardlink", "copy", "symlink")
 
@@ -69,6 +66,11 @@ class LinkFailed(OSError):
         self.dst = Path(dst)
         self.reason = _reason(mode, exc.errno or 0, src)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Raised in a forked build worker and re-raised in the parent (install._build).
+        cause = OSError(self.errno, self.strerror, os.fspath(self.src), None, os.fspath(self.dst))
+        return (type(self), (self.mode, cause, os.fspath(self.src), os.fspath(self.dst)))
+
 
 # (object key, object path, destination path, executable, the manifest's size)
 Job = tuple[str, str, str, bool, int]
@@ -79,7 +81,7 @@ Check = Callable[[str, int, str], str | None]
 class Linker:
     """Links the files of one install and remembers how (``used``) and why not (``fallbacks``).
 
-    One Linker per thread (``link_all``); they are merged for the summary.
+    One Linker per part of a tree (install._build); they are merged for the summary.
     """
 
     def __init__(self, mode: LinkMode, *, exact_modes: bool = True) -> None:
@@ -185,25 +187,6 @@ class Linker:
                 clauses.setdefault(f"{fb.way} refused", []).append(f"{fb.errno} x{n} — {fb.reason}")
         said = [f"{head}: {', '.join(why)}" for head, why in clauses.items()]
         return "; ".join([used or "nothing linked", *said])
-
-
-def link_all(jobs: Sequence[Job], mode: LinkMode, check: Check | None = None) -> Linker:
-    """Place every job on a few threads; the merged Linker, for the summary and damage.
-
-    Contiguous slices, so one directory's links stay on one thread (they take
-    that directory's lock in the kernel). Measured on the four benchmark wheels
-    (8004 links, ext4, 2 cores): 0.18 s in one thread, 0.12 s on two.
-    """
-    # Read once, before any thread runs: the umask is per process.
-    mask = current_umask()
-    exact = mask is None or mask & 0o755 != 0
-
-    def run(chunk: Sequence[Job]) -> Linker:
-        linker = Linker(mode, exact_modes=exact)
-        linker.link_many(chunk, check)
-        return linker
-
-    return Linker.merged(mode, map_chunks(run, jobs, min_chunk=256))
 
 
 def _reason(way: str, code: int, src: str) -> str:

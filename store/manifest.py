@@ -86,7 +86,8 @@ def object_key(digest: str, *, executable: bool) -> str:
     return f"{digest}.x" if executable else digest
 
 
-def _path_order(path: str) -> bytes:
+def path_order(path: str) -> bytes:
+    """The canonical order of entries: bytewise on the encoded path (a dir before its contents)."""
     return path.encode("utf-8", "surrogateescape")
 
 
@@ -104,7 +105,7 @@ class Manifest:
 
     def canonical_bytes(self) -> bytes:
         """JSON, keys sorted, no whitespace, entries by bytewise path: the id's input."""
-        entries = sorted(self.entries, key=lambda e: _path_order(e.path))
+        entries = sorted(self.entries, key=lambda e: path_order(e.path))
         data = {
             "entries": [e.to_dict() for e in entries],
             "format": self.format,

@@ -428,6 +428,112 @@ def test_verify_before_link_in_every_mode(hutch: Hutch, tmp_path: Path, link: st
     hutch.ok("verify", "--full")
 
 
+# -- a big tree, built in parts by several processes (install.md §5) ----------------
+# Names that sort between a directory and its contents (`-`, `.`, `+` and ` `
+# sort before `/`), as a wheel has them: numpy/, numpy-2.1.dist-info/, numpy.libs/.
+_NAMES = ["pkg", "pkg-1.0.dist-info", "pkg.libs", "pkg+x", "pkg a", "pkg0", "pkg/", "z"]
+
+
+def _big_tree(out: Path) -> Path:
+    """More entries than install builds in one process, under names that sort awkwardly."""
+    members: list[Member] = []
+    for top in ("pkg", "pkg-1.0.dist-info", "pkg.libs", "pkg+x", "pkg a", "pkg0", "z"):
+        members.append(("dir", top, b"", 0o755))
+        for d in ("sub", "sub-2", "sub.d", "sub/deep", "sub/deep-er", "sub/deep/er"):
+            members.append(("dir", f"{top}/{d}", b"", 0o755))
+            members += [
+                ("file", f"{top}/{d}/f{i:03d}{'.sh' if i % 7 == 0 else ''}",
+                 f"{top}/{d}/{i}\n".encode(), 0o755 if i % 7 == 0 else 0o644)
+                for i in range(30)
+            ]  # fmt: skip
+        members.append(("symlink", f"{top}/sub/deep/link", "../f001", 0o777))
+    assert len(members) > 1000  # install._PARTS_FROM
+    return make_tar(out, members)
+
+
+def test_shared_dirs_are_every_directory_a_later_part_needs() -> None:
+    """install._build: a part's entries need only directories of their own part or ``made``.
+
+    Every split of every prefix of an awkwardly named tree, into 2 to 5 parts.
+    """
+    from hutch.store.install import _shared_dirs
+    from hutch.store.manifest import Entry, path_order
+    from hutch.store.parallel import split
+
+    paths = {"/".join(p) for a in _NAMES for b in ["", *_NAMES] for p in [[a, b] if b else [a]]}
+    paths = {p.strip("/").replace("//", "/") for p in paths}
+    dirs = {p.rsplit("/", 1)[0] for p in paths if "/" in p}
+    entries = sorted(
+        (Entry(p, "dir" if p in dirs else "file") for p in paths | dirs),
+        key=lambda e: path_order(e.path),
+    )
+    for n in range(2, len(entries) + 1):
+        tree_ = entries[:n]
+        for count in range(2, 6):
+            parts = split(tree_, count)
+            made = _shared_dirs(tree_, parts)
+            assert made <= {e.path for e in tree_ if e.type == "dir"}
+            for part in parts:
+                here = set(made)
+                for e in part:
+                    parent = e.path.rpartition("/")[0]
+                    assert not parent or parent in here, (e.path, [x.path for x in part])
+                    if e.type == "dir":
+                        here.add(e.path)
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_big_tree_built_in_parts_is_the_same_tree(
+    hutch: Hutch, tmp_path: Path, threads: str
+) -> None:
+    """install.md §5: however many processes build it, the tree is the archive's."""
+    archive = _big_tree(tmp_path / "big.tar.gz")
+    aid = add(hutch, archive)
+    dest = tmp_path / "dest"
+    result = run(hutch, "install", aid, dest, "--link", "hardlink", env={"HUTCH_THREADS": threads})
+    assert result.returncode == 0, result.stderr
+    assert re.search(r": 1260 files \(1260 hardlink\)", result.stderr), result.stderr
+    assert contents(dest) == contents(untar(archive, tmp_path / "tar"))
+    assert siblings(dest) == []
+
+
+def test_damage_in_every_part_is_healed(hutch: Hutch, tmp_path: Path) -> None:
+    """store.md §10: objects found damaged by the worker processes are healed, then linked."""
+    archive = _big_tree(tmp_path / "big.tar.gz")
+    aid = add(hutch, archive)
+    by_name = {p.read_bytes(): p for p in objects(hutch.store)}
+    first = by_name[b"pkg/sub/0\n"]  # in the first part, built by a forked child
+    last = by_name[b"z/sub/deep/er/29\n"]  # in the last, built by the parent itself
+    first.unlink()
+    last.chmod(0o644)
+    last.write_bytes(b"z")
+    dest = tmp_path / "dest"
+    result = run(hutch, "install", aid, dest, env={"HUTCH_THREADS": "2"})
+    assert result.returncode == 0, result.stderr
+    assert "repaired 2 damaged file(s) first" in result.stderr
+    assert contents(dest) == contents(untar(archive, tmp_path / "tar"))
+
+
+def test_link_failure_in_a_worker_is_reported_like_anywhere_else(
+    hutch: Hutch, tmp_path: Path
+) -> None:
+    """install.md §2: an explicit mode refused inside a worker process: exit 6, mode, errno."""
+    if can_reflink(tmp_path):
+        pytest.skip(f"{fs_type(tmp_path)} at {tmp_path} supports reflink")
+    aid = add(hutch, _big_tree(tmp_path / "big.tar.gz"))
+    dest = tmp_path / "dest"
+    result = run(hutch, "install", aid, dest, "--link", "reflink", env={"HUTCH_THREADS": "2"})
+    assert result.returncode == 6, result.stderr
+    first = result.stderr.splitlines()[0]
+    # The first file in path order: the first part's, built by a forked child.
+    assert first.startswith(f"error: cannot install {dest}/pkg a/sub-2/f000.sh with"), first
+    assert "with --link reflink" in first
+    assert re.search(r"\((ENOTSUP|EOPNOTSUPP|ENOTTY|EINVAL)\)", first), first
+    assert "hint: reflinks need xfs" in result.stderr
+    assert not dest.exists()
+    assert siblings(dest) == []
+
+
 # -- destinations -------------------------------------------------------------------
 def _versioned(tmp_path: Path, version: int, files: int = 400) -> Path:
     members: list[Member] = [("dir", "v", b"", 0o755)]

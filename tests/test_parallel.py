@@ -20,6 +20,8 @@ from hutch.store.errors import DigestMismatch, ForeignCause, StoreError, store_e
 from hutch.store.fsutil import current_umask
 from hutch.store.journal import Journal, LogRecord, Txn
 from hutch.store.lock import FileLock, joint_shared
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def test_map_chunks_keeps_order_and_covers_every_item(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,6 +64,28 @@ def test_map_chunks_with_one_thread_runs_inline(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("HUTCH_THREADS", "1")
     here = threading.get_ident()
     assert parallel.map_chunks(lambda _: threading.get_ident(), list(range(500))) == [here]
+
+
+@given(
+    st.lists(st.integers(min_value=1, max_value=10_000), max_size=200),
+    st.integers(min_value=1, max_value=9),
+)
+def test_split_weighted_covers_in_order_and_balances(weights: list[int], count: int) -> None:
+    """verify --full's parts: contiguous, in order, none empty, none much over its share."""
+    items = list(range(len(weights)))
+    parts = parallel.split_weighted(items, count, weights)
+    assert [x for part in parts for x in part] == items
+    assert len(parts) <= count
+    assert all(parts)
+    if weights:
+        # Each part stops at the first item that reaches its share: at most one item over.
+        share = sum(weights) / min(count, len(weights))
+        assert all(sum(weights[i] for i in part) <= share + max(weights) for part in parts)
+
+
+def test_split_weighted_puts_a_heavy_item_alone() -> None:
+    parts = parallel.split_weighted(list("abcdef"), 2, [1, 1, 100, 1, 1, 1])
+    assert [list(p) for p in parts] == [["a", "b", "c"], ["d", "e", "f"]]
 
 
 def test_forked_runs_in_children_and_returns_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
