@@ -10,6 +10,7 @@ are enforced on that count, never on sizes an archive declares.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,6 +145,32 @@ class BlobWriter:
         # makes the mode exact. Skipping it saves a syscall per blob (~1.5 us).
         umask = current_umask()
         self._fchmod = umask is None or bool(umask & 0o555)
+
+    def view(self, first: int) -> BlobWriter:
+        """A writer for one part of an archive (extract/zip.py), to close when done.
+
+        Its blob names follow ``first`` (a member's index), it counts its own
+        bytes, and it creates its blobs in a subdirectory of its own: creating
+        files in one directory takes that directory's lock, so parts writing
+        into one directory wait for each other.
+        """
+        part = copy.copy(self)
+        part._count = first
+        part.budget = copy.copy(self.budget)
+        name = f"part-{first:08x}"
+        try:
+            os.mkdir(name, 0o700, dir_fd=self._dirfd)
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+            part._dirfd = os.open(name, flags, dir_fd=self._dirfd)
+        except OSError as exc:
+            raise store_error("create staging directory", self.staging / name, exc) from exc
+        part.staging = self.staging / name
+        part._prefix = f"{self._prefix}{name}/"
+        return part
+
+    def skip(self, count: int) -> None:
+        """Blob names up to ``count`` were taken by views (view()); go on after them."""
+        self._count = max(self._count, count)
 
     def close(self) -> None:
         os.close(self._dirfd)

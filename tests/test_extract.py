@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import re
@@ -23,6 +24,7 @@ import archives
 import hypothesis.configuration
 import pytest
 from archives import CASES, END, Case, D, F, Node, S, Tree, header, member
+from conftest import Hutch
 from hutch.extract import Limits, Member, extract, parse_size
 from hutch.extract import tar as tar_reader
 from hutch.extract.checks import Tree as MemberTree
@@ -820,6 +822,81 @@ def test_zip_name_flag_disagreeing_with_central_is_refused(tmp_path: Path) -> No
     archive.write_bytes(bytes(out))
     staging.mkdir()
     assert "decode the name differently" in _refusal(archive, staging)
+
+
+# -- a big zip, written in parts by several processes (spec/extract.md §7) -------
+def _wide_entries(n: int = 1200) -> list[archives.RawEntry]:
+    """More members than extract writes in one process; stored and deflated, some big."""
+    rng = random.Random(7)
+    out = []
+    for i in range(n):
+        data = rng.randbytes(rng.randrange(0, 3000)) if i % 3 else b"text %d\n" % i * 40
+        if i % 97 == 0:
+            data = _LARGE[: (1 << 20) + i]  # streamed through _MemberReader
+        method = zipfile.ZIP_STORED if i % 5 == 0 else zipfile.ZIP_DEFLATED
+        mode = 0o100755 if i % 11 == 0 else 0o100644
+        out.append(archives.RawEntry(f"pkg/d{i % 17}/m{i:04d}".encode(), data, method, mode=mode))
+    return out
+
+
+def _members_of(
+    archive: Path, staging: Path, threads: str, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[str, str, int, bool, str | None]]:
+    monkeypatch.setenv("HUTCH_THREADS", threads)
+    members = extract(archive, staging)
+    for m in members:
+        if m.blob is not None:
+            assert digest.blake3_bytes(Path(m.blob).read_bytes()) == m.digest
+            assert stat.S_IMODE(os.stat(m.blob).st_mode) == (0o555 if m.executable else 0o444)
+    return [(m.path, m.kind, m.size, m.executable, m.digest) for m in members]
+
+
+def test_zip_written_in_parts_gives_the_same_members(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """§7: one process or three, the same members and blobs; parts write in their own dirs."""
+    archive, staging = _zip_of(_wide_entries(), tmp_path)
+    alone = _members_of(archive, staging, "1", monkeypatch)
+    assert_staging_flat(staging)
+    parted = tmp_path / "parted"
+    parted.mkdir()
+    assert _members_of(archive, parted, "3", monkeypatch) == alone
+    parts = sorted(p.name for p in parted.iterdir())
+    assert len(parts) == 3, parts
+    assert all(p.startswith("part-") for p in parts), parts
+    for part in parted.iterdir():
+        assert_staging_flat(part)
+    # Blob names follow the member index, as one process names them.
+    names = sorted(b.name for part in parted.iterdir() for b in part.iterdir())
+    assert names == sorted(p.name for p in staging.iterdir())
+
+
+def test_add_of_a_zip_in_parts_commits_the_same_manifest(hutch: Hutch, tmp_path: Path) -> None:
+    """store.md §4: the manifest (and so its id) does not depend on how many processes wrote."""
+    archive, _ = _zip_of(_wide_entries(), tmp_path)
+    other = Hutch(tmp_path / "other-store", hutch.env)
+    one = hutch.ok("add", archive, env={"HUTCH_THREADS": "1"}).strip()
+    two = other.ok("add", archive, env={"HUTCH_THREADS": "2"}).strip()
+    assert one == two
+    listed = [json.loads(h.ok("ls", "--json"))[0] for h in (hutch, other)]
+    assert listed[0]["manifest"] == listed[1]["manifest"]
+    other.ok("verify", "--full")
+    assert list((other.store / "staging").iterdir()) == []
+
+
+@pytest.mark.parametrize("at", [3, 1100])  # in the first part (a child), in the last (here)
+def test_zip_refusal_in_a_part_names_the_member(
+    at: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """§Refusals (zip): a CRC mismatch found by a worker process reads as from one process."""
+    entries = _wide_entries()
+    entries[at].crc = zlib.crc32(entries[at].data) ^ 1
+    archive, staging = _zip_of(entries, tmp_path)
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+    with pytest.raises(ArchiveError) as info:
+        extract(archive, staging)
+    assert info.value.member == f"pkg/d{at % 17}/m{at:04d}"
+    assert "CRC-32" in info.value.reason
 
 
 def test_zip_patched_data_flag_is_refused(tmp_path: Path) -> None:

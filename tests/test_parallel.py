@@ -97,6 +97,19 @@ def test_forked_runs_in_children_and_returns_in_order(monkeypatch: pytest.Monkey
     assert len({pid for _, pid in got}) == 5  # one child per item
 
 
+def test_forked_children_are_reaped_once_they_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that sent its result is reaped after it exits, without forked() waiting for it."""
+    monkeypatch.setenv("HUTCH_THREADS", "3")
+    assert parallel.forked(functools.partial(pow, 2), [1, 2, 3, 4]) == [2, 4, 8, 16]
+    deadline = time.monotonic() + 10
+    while parallel._exiting and time.monotonic() < deadline:
+        time.sleep(0.01)
+        parallel._reap()
+    assert parallel._exiting == []
+    with pytest.raises(ChildProcessError):  # no zombie left behind
+        os.waitpid(-1, os.WNOHANG)
+
+
 def test_forked_here_takes_the_last_item_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUTCH_THREADS", "2")
     me = os.getpid()

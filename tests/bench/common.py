@@ -327,6 +327,33 @@ def filesystem_of(path: Path) -> str:
     return f"{best[0]} ({best[1]})"
 
 
+def fs_speed(work: Path, count: int = 1000) -> str:
+    """µs per create, mkdir and link in ``work``: what every row's tree costs the kernel here.
+
+    Seen on one ext4 disk: 20 µs per create in one directory and 130 µs (or
+    650 µs) in another beside it, for both sides of every row alike. The
+    ratios move with it, since the kernel's share of each side moves.
+    """
+    probe = Path(tempfile.mkdtemp(prefix="fs-probe-", dir=work))
+    took: dict[str, float] = {}
+    try:
+        start = time.perf_counter()
+        for i in range(count):
+            os.close(os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444))
+        took["create"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(count):
+            os.mkdir(probe / f"d{i}")
+        took["mkdir"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(count):
+            os.link(probe / f"f{i}", probe / f"d{i}" / "l")
+        took["link"] = time.perf_counter() - start
+    finally:
+        drop_tree(probe)
+    return ", ".join(f"{t / count * 1e6:.0f} µs per {what}" for what, t in took.items())
+
+
 def machine(path: Path) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (

@@ -35,6 +35,7 @@ from common import (
     ensure_big_archive,
     ensure_uv,
     ensure_wheels,
+    fs_speed,
     installed_hutch,
     machine,
     median,
@@ -484,6 +485,7 @@ def main() -> None:
     b.shas = {w: sha256_file(w) for w in wheels}
     total = sum(w.stat().st_size for w in wheels) / MIB
     print(f"machine: {machine(work)}")
+    print(f"work dir: {fs_speed(work)} (one process, hot cache)")
     print(f"hutch: {' '.join(b.hutch)}; {version_of([str(uv)])}; work dir {work}")
     print(f"wheels: {', '.join(w.name for w in wheels)} ({total:.0f} MiB)")
     print(
