@@ -118,8 +118,8 @@ def install(
     # 1. Verify before link, in every link mode; heal what a cleaner or a crash
     #    damaged. A symlink cannot notice a missing object when it is made, so
     #    `--link symlink` always checks at least existence and size. `full`
-    #    re-hashes everything first; the stat checks are made by the linking
-    #    threads, each object just before its link (one pass over the files).
+    #    re-hashes everything first; the stat checks are made by the processes
+    #    building the tree, each object just before its link (one pass).
     level: Level = (
         "stat" if options.link == "symlink" and options.verify == "none" else options.verify
     )

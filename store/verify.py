@@ -106,7 +106,7 @@ def _shape_problem(st: os.stat_result, size: int, key: str) -> str | None:
 def stat_problem(path: str, size: int, key: str) -> str | None:
     """What `--verify stat` finds wrong with the object at ``path``, or None.
 
-    Also called by the linking threads of an install, just before each link.
+    Also called by the processes that build an install's tree, just before each link.
     """
     try:
         st = os.stat(path)
