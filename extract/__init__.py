@@ -6,7 +6,8 @@ Interface (the store depends on exactly this):
 
 - ``archive``: path of the downloaded archive (format detected by magic bytes).
 - ``staging``: an existing, empty, private directory. extract() writes one blob
-  file per regular-file member into it (flat, any names), hashing with blake3
+  file per regular-file member into it (flat, counter names; a zip written in
+  parts: one directory per part), hashing with blake3
   while writing, and leaves each blob with its final object mode (0o444, or
   0o555 when executable). It creates nothing outside ``staging``.
 - Returns members sorted by path. Directories implied by file paths are listed

@@ -1,6 +1,7 @@
 """The blob writer: the only code in extract/ that creates anything on disk.
 
-Every regular-file member becomes one flat file in the staging directory, named
+Every regular-file member becomes one flat file in the staging directory (or,
+for a zip written in parts, in its part's directory: BlobWriter.view), named
 by a counter, written with O_CREAT|O_EXCL relative to a directory fd (so no
 member name is ever joined onto a path), hashed with blake3 while it is written,
 and created with its final object mode (fixed with fchmod before close when the
@@ -61,7 +62,8 @@ def limit_error(
 
 
 class Budget:
-    """Counts bytes and entries against Limits; one per archive, shared by all readers."""
+    """Counts bytes and entries against Limits; one per archive (each part of a
+    zip written in parts counts in a copy of its own, summed afterwards)."""
 
     def __init__(self, limits: Limits, archive_size: int, display: str) -> None:
         self.limits = limits

@@ -344,8 +344,11 @@ class _ZipUnpacker:
         """
         cost = [_MEMBER_US + p.info.file_size / _BYTES_PER_US for p in plans]
         count = parallel.width()
+        # On threads (another thread alive: forked() would not fork), parts
+        # would only hand the GIL around (§7, measured and not adopted).
         if (
             count == 1
+            or not parallel.can_fork()
             or sum(cost) < _PARTS_FROM_US
             or any(p.info.compress_type not in _DIRECT for p in plans)
         ):
@@ -357,6 +360,10 @@ class _ZipUnpacker:
         self.writer.skip(len(plans))
         for _, written in done:
             self.budget.written += written
+        # Each part held to the limits alone, and plan() checked the declared
+        # total; the sum is checked once more, in case those ever disagree.
+        self.budget.check_unpacked(self.budget.written, "unpacked size", None)
+        self.budget.check_ratio(self.budget.written, "unpacked size", None)
         return [blob for blobs, _ in done for blob in blobs]
 
     def part(self, first: int) -> _ZipUnpacker:

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 _BUILDS = 3
 # last_used is rewritten only when it is older than this (_touch).
 TOUCH_AFTER = 3600.0
-# Trees with fewer entries are built by this process alone: a fork costs ~1 ms.
+# Trees with fewer entries are built by this process alone: a fork and its reaping cost ~1-2 ms.
 _PARTS_FROM = 1000
 
 
@@ -325,7 +325,7 @@ def _shared_dirs(entries: Sequence[Entry], parts: Sequence[Sequence[Entry]]) -> 
     a directory precedes everything under it, and a part's entries can need a
     directory of an earlier part only if it is a prefix of the part's first
     path followed by a character sorting at or before "/": its ancestors
-    (``a`` for ``a/b``) and directories like ``numpy`` before ``numpy-2.1.dist-info/``
+    (``a`` for ``a/b``) and directories like ``numpy`` before ``numpy-2.1.dist-info``
     when the part starts there (``numpy/core`` then comes after it).
     """
     dirs = {e.path for e in entries if e.type == "dir"}

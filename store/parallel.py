@@ -36,8 +36,24 @@ R = TypeVar("R")
 _MAX_DEFAULT = 8
 
 
+class _Process:
+    in_worker = False  # True in a child forked by forked()
+
+
+def can_fork() -> bool:
+    """Whether forked() would use processes here, not fall back to threads."""
+    return threading.active_count() == 1 and hasattr(os, "fork")
+
+
 def width() -> int:
-    """How many threads map_chunks runs at most."""
+    """How many threads or processes to spread one piece of work over.
+
+    1 inside a forked worker: the worker is already one of the command's
+    HUTCH_THREADS, so it spreads no further (an add of several big zips
+    would otherwise fork parts inside every add worker).
+    """
+    if _Process.in_worker:
+        return 1
     raw = os.environ.get("HUTCH_THREADS", "").strip()
     if raw.isdigit() and int(raw) > 0:
         return min(int(raw), 64)
@@ -140,7 +156,7 @@ def forked(
     import selectors
 
     limit = max(1, min(running or width(), len(items)))
-    if len(items) <= 1 or limit == 1 or threading.active_count() > 1 or not hasattr(os, "fork"):
+    if len(items) <= 1 or limit == 1 or not can_fork():
         parts = map_chunks(
             lambda batch: [fn(x) for x in batch], items, per_thread=len(items), min_chunk=1
         )
@@ -154,25 +170,39 @@ def forked(
 
     def start(i: int) -> None:
         r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: run, send, and leave without running any cleanup
+        try:
+            pid = os.fork()
+        except OSError:
             os.close(r)
-            code = 0
-            try:
-                payload = pickle.dumps(("ok", fn(items[i])))
-            except BaseException as exc:  # handed to the parent
-                code = 1
-                try:
-                    payload = pickle.dumps(("raised", exc))
-                except Exception:  # an unpicklable error must still be said
-                    payload = pickle.dumps(("raised", HutchError(f"{type(exc).__name__}: {exc}")))
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(w, view) :]
-            # The parent sees the end of the result now, not after this
-            # process's memory is torn down (~1-2 ms): it reaps it later.
             os.close(w)
-            os._exit(code)
+            raise
+        if pid == 0:  # the child: run, send, and leave without running any cleanup
+            code = 1  # until a result is sent
+            try:
+                _Process.in_worker = True
+                os.close(r)
+                raised = True
+                try:
+                    payload = pickle.dumps(("ok", fn(items[i])))
+                    raised = False
+                except BaseException as exc:  # handed to the parent
+                    try:
+                        payload = pickle.dumps(("raised", exc))
+                    except Exception:  # an unpicklable error must still be said
+                        text = f"{type(exc).__name__}: {exc}"
+                        payload = pickle.dumps(("raised", HutchError(text)))
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(w, view) :]
+                # The parent sees the end of the result now, not after this
+                # process's memory is torn down (~1-2 ms): it reaps it later.
+                os.close(w)
+                code = int(raised)
+            finally:
+                # Whatever happens (the parent gone: EPIPE; Ctrl-C while sending),
+                # the child never returns into the parent's copied stack, where
+                # it would run the parent's cleanup and go on with its work.
+                os._exit(code)
         os.close(w)
         children[r] = (i, pid, bytearray())
         sel.register(r, selectors.EVENT_READ)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -869,6 +870,23 @@ def test_zip_written_in_parts_gives_the_same_members(
     # Blob names follow the member index, as one process names them.
     names = sorted(b.name for part in parted.iterdir() for b in part.iterdir())
     assert names == sorted(p.name for p in staging.iterdir())
+
+
+def test_zip_is_not_cut_into_parts_on_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """§7: with another thread alive no process is forked, and parts on threads are slower."""
+    archive, staging = _zip_of(_wide_entries(), tmp_path)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        members = _members_of(archive, staging, "3", monkeypatch)
+    finally:
+        stop.set()
+        other.join()
+    assert_staging_flat(staging)
+    assert len(members) == 1200 + 17 + 1  # the files, pkg/d0..d16 and pkg
 
 
 def test_add_of_a_zip_in_parts_commits_the_same_manifest(hutch: Hutch, tmp_path: Path) -> None:

@@ -110,6 +110,30 @@ def test_forked_children_are_reaped_once_they_end(monkeypatch: pytest.MonkeyPatc
         os.waitpid(-1, os.WNOHANG)
 
 
+def test_a_child_that_cannot_send_its_result_still_exits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A child whose send fails never returns into the parent's copied stack."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+    me = os.getpid()
+
+    def shut(x: int) -> int:
+        if os.getpid() != me:
+            os.closerange(3, 65536)  # its pipe too: the result cannot be sent
+        return x
+
+    with pytest.raises(parallel.WorkerDied, match="exit status 1"):
+        parallel.forked(shut, [1, 2])
+    assert os.getpid() == me
+
+
+def test_a_worker_spreads_no_further(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli.md HUTCH_THREADS: work inside a forked worker is not cut again."""
+    monkeypatch.setenv("HUTCH_THREADS", "4")
+    assert parallel.forked(lambda _: parallel.width(), [0, 0, 0]) == [1, 1, 1]
+    assert parallel.width() == 4
+
+
 def test_forked_here_takes_the_last_item_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUTCH_THREADS", "2")
     me = os.getpid()
