@@ -355,10 +355,8 @@ def _build_part(
     for e in entries:
         path = f"{root}/{e.path}"
         if e.type == "file":
-            digest = e.digest or ""
-            # Entry.object_key and Layout.object_path, inlined: once per file.
-            key = f"{digest}.x" if e.exec else digest
-            jobs.append((key, f"{objects}/{digest[:2]}/{key[2:]}", path, bool(e.exec), e.size or 0))
+            key = e.object_key
+            jobs.append((key, f"{objects}/{key[:2]}/{key[2:]}", path, bool(e.exec), e.size or 0))
         elif e.type == "dir":
             if e.path not in made:
                 _mkdir(path, fix)

@@ -54,10 +54,9 @@ def verify_all(
     objects = os.fspath(layout.objects)
     for files in artifacts:
         for e in files:
-            digest = e.digest or ""
-            key = f"{digest}.x" if e.exec else digest  # Entry.object_key, inlined: once per file
+            key = e.object_key
             if key not in items:
-                items[key] = (key, f"{objects}/{digest[:2]}/{key[2:]}", e.size or 0, digest)
+                items[key] = (key, f"{objects}/{key[:2]}/{key[2:]}", e.size or 0, e.digest or "")
     todo = list(items.values())
     if level == "stat":
         # stat(2) releases the GIL and is most of the cost: threads suffice.
@@ -65,11 +64,10 @@ def verify_all(
     elif len(todo) < _FORK_FROM:
         found = [_hash_problems(todo)]
     else:
-        # Re-hashing is ~10 µs of system calls and Python per file, under the
-        # GIL: processes, one part per core of about equal cost (the benchmark
-        # wheels' objects cut by count put 96 MB in one part and 26 MB in the
-        # other), this process hashing one of them.
-        # Cost in µs: ~10 per file, ~0.4 per KiB (the read and blake3).
+        # Re-hashing is system calls and Python under the GIL: processes, one
+        # part per core, this process hashing one of them. The parts are of
+        # about equal cost, ~10 µs a file and ~0.4 µs a KiB (cut by count, the
+        # benchmark wheels' objects put 96 MB in one part and 26 MB in the other).
         parts = split_weighted(todo, width(), [10 + size / 2500 for _, _, size, _ in todo])
         found = forked(_hash_problems, parts, here=True)
     problems = {key: problem for part in found for key, problem in part}

@@ -285,6 +285,22 @@ def test_every_link_mode_installs_the_same_tree(hutch: Hutch, tmp_path: Path, li
             assert st.st_mode & 0o777 == want[1]
 
 
+def _assert_reflink_refused(
+    h: Hutch, result: subprocess.CompletedProcess[str], dest: Path, first_file: str
+) -> None:
+    """Exit 6, naming the mode, the file (``first_file`` begins it), the errno and a hint."""
+    assert result.returncode == 6, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"error: cannot install {first_file}"), first
+    assert "with --link reflink" in first
+    assert re.search(r"\((ENOTSUP|EOPNOTSUPP|ENOTTY|EINVAL)\)", first), first
+    assert "caused by:" in result.stderr
+    assert str(h.store / "objects") in result.stderr
+    assert "hint: reflinks need xfs" in result.stderr
+    assert not dest.exists()
+    assert siblings(dest) == []
+
+
 def test_explicit_reflink_without_filesystem_support_fails_clearly(
     hutch: Hutch, tmp_path: Path
 ) -> None:
@@ -294,16 +310,7 @@ def test_explicit_reflink_without_filesystem_support_fails_clearly(
     aid = add(hutch, small_tree(tmp_path / "t.tar.gz"))
     dest = tmp_path / "dest"
     result = run(hutch, "install", aid, dest, "--link", "reflink")
-    assert result.returncode == 6, result.stderr
-    first = result.stderr.splitlines()[0]
-    assert first.startswith(f"error: cannot install {dest}/pkg/")
-    assert "with --link reflink" in first
-    assert re.search(r"\((ENOTSUP|EOPNOTSUPP|ENOTTY|EINVAL)\)", first), first
-    assert "caused by:" in result.stderr
-    assert str(hutch.store / "objects") in result.stderr
-    assert "hint: reflinks need xfs" in result.stderr
-    assert not dest.exists()
-    assert siblings(dest) == []
+    _assert_reflink_refused(hutch, result, dest, f"{dest}/pkg/")
 
 
 def test_store_and_dest_on_two_filesystems_copy_exdev(
@@ -523,15 +530,8 @@ def test_link_failure_in_a_worker_is_reported_like_anywhere_else(
     aid = add(hutch, _big_tree(tmp_path / "big.tar.gz"))
     dest = tmp_path / "dest"
     result = run(hutch, "install", aid, dest, "--link", "reflink", env={"HUTCH_THREADS": "2"})
-    assert result.returncode == 6, result.stderr
-    first = result.stderr.splitlines()[0]
     # The first file in path order: the first part's, built by a forked child.
-    assert first.startswith(f"error: cannot install {dest}/pkg a/sub-2/f000.sh with"), first
-    assert "with --link reflink" in first
-    assert re.search(r"\((ENOTSUP|EOPNOTSUPP|ENOTTY|EINVAL)\)", first), first
-    assert "hint: reflinks need xfs" in result.stderr
-    assert not dest.exists()
-    assert siblings(dest) == []
+    _assert_reflink_refused(hutch, result, dest, f"{dest}/pkg a/sub-2/f000.sh with")
 
 
 # -- destinations -------------------------------------------------------------------
