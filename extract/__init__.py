@@ -2,14 +2,19 @@
 
 Interface (the store depends on exactly this):
 
-    extract(archive, staging, *, limits=Limits(), display=None) -> list[Member]
+    extract(archive, staging, *, limits=Limits(), display=None, objects=None) -> list[Member]
 
 - ``archive``: path of the downloaded archive (format detected by magic bytes).
 - ``staging``: an existing, empty, private directory. extract() writes one blob
   file per regular-file member into it (flat, counter names; a zip written in
   parts: one directory per part), hashing with blake3
   while writing, and leaves each blob with its final object mode (0o444, or
-  0o555 when executable). It creates nothing outside ``staging``.
+  0o555 when executable). It creates nothing outside ``staging``, except:
+- ``objects`` (an add gives the store's objects/): a member whose content is
+  in memory is written straight to its object path, named by its digest, and
+  has ``blob=None`` (spec/store.md §7 step 5). A file already there that does
+  not hold exactly those bytes is left for the caller to replace: that member
+  gets a staged blob.
 - Returns members sorted by path. Directories implied by file paths are listed
   too. A hardlink member reuses the digest of its target and has ``blob=None``.
 - Raises ArchiveError (exit 5) naming the archive (``display``, else the
@@ -28,10 +33,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from hutch.store.digest import Blake3Hex
 from hutch.store.errors import UsageError
+
+if TYPE_CHECKING:
+    from hutch.store.layout import ObjectsDir
 
 Kind = Literal["file", "dir", "symlink"]
 
@@ -126,12 +134,25 @@ class Member:
     executable: bool = False
     digest: Blake3Hex | None = None  # files only
     target: str | None = None  # symlinks only: the link text, checked to stay inside
-    blob: str | None = None  # staged content's path for files; None for hardlinks
+    # Staged content's path for files; None for hardlinks and for content
+    # already at its object path.
+    blob: str | None = None
 
 
 def extract(
-    archive: Path, staging: Path, *, limits: Limits | None = None, display: str | None = None
+    archive: Path,
+    staging: Path,
+    *,
+    limits: Limits | None = None,
+    display: str | None = None,
+    objects: ObjectsDir | None = None,
 ) -> list[Member]:
     from hutch.extract.unpack import unpack
 
-    return unpack(archive, staging, limits=limits or Limits(), display=display or str(archive))
+    return unpack(
+        archive,
+        staging,
+        limits=limits or Limits(),
+        display=display or str(archive),
+        objects=objects,
+    )

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import bz2
 import lzma
-import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, Protocol
 
 import zstandard
+from hutch.extract import inflate
 from hutch.extract.detect import Compression
 from hutch.extract.writer import CHUNK, Budget
 from hutch.store.errors import ArchiveError
@@ -40,7 +40,7 @@ _MAGIC: dict[Compression, tuple[bytes, ...]] = {
     "zstd": (b"\x28\xb5\x2f\xfd", *(bytes([0x50 + i, 0x2A, 0x4D, 0x18]) for i in range(16))),
 }
 
-_CODEC_ERRORS = (zlib.error, lzma.LZMAError, zstandard.ZstdError, OSError, EOFError, ValueError)
+_CODEC_ERRORS = (inflate.error, lzma.LZMAError, zstandard.ZstdError, OSError, EOFError, ValueError)
 
 
 class _Decomp(Protocol):
@@ -84,8 +84,7 @@ def _next_stream(f: BinaryIO, rest: bytes, kind: Compression, fail: _Fail) -> by
 
 
 def _gzip(f: BinaryIO, fail: _Fail) -> Iterator[bytes]:
-    # wbits=31: gzip wrapper, and zlib checks the CRC-32 and ISIZE trailer.
-    d = zlib.decompressobj(31)
+    d = inflate.gzip()
     data = f.read(_IN_CHUNK)
     while True:
         out = d.decompress(data, CHUNK)
@@ -95,10 +94,10 @@ def _gzip(f: BinaryIO, fail: _Fail) -> Iterator[bytes]:
             nxt = _next_stream(f, d.unused_data, "gzip", fail)
             if nxt is None:
                 return
-            d, data = zlib.decompressobj(31), nxt
+            d, data = inflate.gzip(), nxt
             continue
         data = d.unconsumed_tail
-        # A full CHUNK may mean zlib holds more output; ask again before reading.
+        # A full CHUNK may mean the inflater holds more output; ask again before reading.
         if not data and len(out) < CHUNK:
             data = f.read(_IN_CHUNK)
             if not data:

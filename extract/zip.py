@@ -9,8 +9,8 @@ gh-109858 / CVE-2024-0450), and that the declared sizes fit the limits.
 
 zipfile parses the central directory; the data of stored and deflate members
 (every wheel's) hutch then reads itself, from the byte range it has checked,
-with one pread and one zlib call for a member of up to CHUNK bytes and in
-CHUNK steps for a bigger one. bzip2 and lzma members go through zipfile's own
+with one pread and one inflate call (extract/inflate.py) for a member of up to
+CHUNK bytes and in CHUNK steps for a bigger one. bzip2 and lzma members go through zipfile's own
 reader. The declared sizes are an upper bound, not a trusted value: no member
 writes more than ``file_size`` bytes, and one that holds more or less, whose
 deflate stream does not end, or that fails its CRC is refused. This module is
@@ -26,12 +26,11 @@ import os
 import stat
 import struct
 import zipfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from hutch.extract import Member
+from hutch.extract import Member, inflate
 from hutch.extract.checks import Tree
 from hutch.extract.writer import CHUNK, Blob, BlobWriter
 from hutch.store import parallel
@@ -66,7 +65,7 @@ _PARTS_FROM_US = 100_000
 _ZIP_ERRORS = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
-    zlib.error,
+    inflate.error,
     lzma.LZMAError,
     EOFError,
     NotImplementedError,
@@ -286,7 +285,7 @@ class _ZipUnpacker:
     def write_small(self, p: _Plan) -> Blob:
         """A member of at most CHUNK bytes, packed and unpacked: in memory, in one go.
 
-        Read with one pread and inflated with one zlib call, instead of through
+        Read with one pread and inflated with one call, instead of through
         zipfile.open() and ZipExtFile (a header re-read and ~10 Python calls per
         member). With the blob writer's one write and one hash, the four
         benchmark wheels (8004 files) went from 0.86 s to 0.72 s on tmpfs
@@ -295,11 +294,11 @@ class _ZipUnpacker:
         info = p.info
         data = self.pread(p, info.compress_size, p.start)
         if info.compress_type == zipfile.ZIP_DEFLATED:
-            d = zlib.decompressobj(-15)
+            d = inflate.raw()
             try:
                 # One byte of room past the declared size shows a member that holds more.
                 data = d.decompress(data, info.file_size + 1)
-            except zlib.error as exc:
+            except inflate.error as exc:
                 raise self.refuse(p.raw, f"corrupt member: {exc}") from exc
             if len(data) > info.file_size:
                 raise self.overlong_error(p)
@@ -307,7 +306,7 @@ class _ZipUnpacker:
                 raise self.refuse(p.raw, _ENDS_EARLY)
         if len(data) != info.file_size:
             raise self.size_error(p, len(data))
-        crc = zlib.crc32(data)
+        crc = inflate.crc32(data)
         if crc != info.CRC:
             raise self.crc_error(p, crc)
         return self.writer.write_bytes(p.raw, data, executable=p.executable)
@@ -347,24 +346,38 @@ class _ZipUnpacker:
         # On threads (another thread alive: forked() would not fork), parts
         # would only hand the GIL around (§7, measured and not adopted).
         if (
-            count == 1
-            or not parallel.can_fork()
+            not parallel.can_fork()
             or sum(cost) < _PARTS_FROM_US
             or any(p.info.compress_type not in _DIRECT for p in plans)
         ):
             return [self.write(p) for p in plans]
+        if count == 1:
+            # One of several adds (a worker): in order here, and the back half of
+            # what is left to a part whenever a finished worker lends its slot.
+            mine, theirs = parallel.spread(
+                lambda r: [self.write(plans[i]) for i in r],
+                lambda r: self.part(r.start).write_part(plans, r),
+                len(plans),
+                cost,
+                least=_PARTS_FROM_US / 2,
+            )
+            return self.merge([blob for blobs in mine for blob in blobs], theirs)
         parts = parallel.split_weighted(range(len(plans)), count, cost)
         done = parallel.forked(
             lambda part: self.part(part[0]).write_part(plans, part), parts, here=True
         )
         self.writer.skip(len(plans))
-        for _, written in done:
+        return self.merge([], done)
+
+    def merge(self, blobs: list[Blob], parts: list[tuple[list[Blob], int]]) -> list[Blob]:
+        """``blobs`` and then each part's, with the parts' bytes added to this budget."""
+        for _, written in parts:
             self.budget.written += written
         # Each part held to the limits alone, and plan() checked the declared
         # total; the sum is checked once more, in case those ever disagree.
         self.budget.check_unpacked(self.budget.written, "unpacked size", None)
         self.budget.check_ratio(self.budget.written, "unpacked size", None)
-        return [blob for blobs, _ in done for blob in blobs]
+        return blobs + [blob for part, _ in parts for blob in part]
 
     def part(self, first: int) -> _ZipUnpacker:
         """This unpacker with a writer view whose blob names start after plan index ``first``."""
@@ -388,7 +401,7 @@ class _MemberReader:
     """A stored or deflated member larger than CHUNK, read from the archive in steps.
 
     Memory stays bounded whatever the member's size or ratio: at most CHUNK
-    compressed bytes are read at a time and no zlib call returns more than the
+    compressed bytes are read at a time and no inflate call returns more than the
     writer asks for. The CRC is computed as the bytes go by, and more bytes
     than declared are refused at once.
     """
@@ -401,7 +414,7 @@ class _MemberReader:
         self.room = p.info.file_size  # bytes the member may still produce
         self.crc = 0
         deflated = p.info.compress_type == zipfile.ZIP_DEFLATED
-        self.d = zlib.decompressobj(-15) if deflated else None
+        self.d = inflate.raw() if deflated else None
         self.tail = b""
 
     def take(self, n: int) -> bytes:
@@ -426,13 +439,13 @@ class _MemberReader:
                     self.tail = self.take(CHUNK)
                 try:
                     data = self.d.decompress(self.tail, n)
-                except zlib.error as exc:
+                except inflate.error as exc:
                     raise self.unpacker.refuse(self.p.raw, f"corrupt member: {exc}") from exc
                 self.tail = self.d.unconsumed_tail
         self.room -= len(data)
         if self.room < 0:
             raise self.unpacker.overlong_error(self.p)
-        self.crc = zlib.crc32(data, self.crc)
+        self.crc = inflate.crc32(data, self.crc)
         if not self.room:
             # Checked here, inside the writer's loop, so the blob is unlinked.
             self.check_crc()

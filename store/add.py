@@ -20,7 +20,7 @@ from hutch.store.digest import Pin, blake3_bytes
 from hutch.store.errors import HutchError, store_error
 from hutch.store.fsutil import atomic_write, syncfs
 from hutch.store.journal import ArtifactRecord, LogRecord, Txn
-from hutch.store.layout import Layout
+from hutch.store.layout import Layout, ObjectsDir
 from hutch.store.manifest import Entry, Manifest, Source
 from hutch.store.parallel import forked, width
 from hutch.store.store import Store, source_url
@@ -69,8 +69,11 @@ def add_all(store: Store, requests: Sequence[AddRequest]) -> list[AddResult | Hu
         return _add_or_error(Store.open(root), request)
 
     # More workers than cores: an add also waits (the network, syncfs), and the
-    # biggest archive given first must not leave a core idle at the end.
-    return forked(add_here, requests, running=2 * width())
+    # biggest archive given first must not leave a core idle at the end. Nor
+    # the biggest one at all: the slot of each worker that ends with nothing
+    # left to start is lent to those still running (a big zip takes it up,
+    # extract/zip.py).
+    return forked(add_here, requests, running=2 * width(), lend=True)
 
 
 def _add_or_error(store: Store, request: AddRequest) -> AddResult | HutchError:
@@ -115,23 +118,26 @@ def _fetch_and_commit(store: Store, request: AddRequest, url: str) -> AddResult:
         if _lookup(store, f"blake3:{aid}") is not None:
             return _existing(store, aid, request, url, got.digests)
 
-        # 4. Extract: blobs hashed while written, with their final object modes.
-        blobs = stage / "blobs"
-        try:
-            blobs.mkdir()
-        except OSError as exc:
-            raise store_error("create", blobs, exc) from exc
-        members = extract(archive, blobs, limits=request.limits, display=url)
-        faults.point("add.extracted")
-        # The archive is done with. Gone before the syncfs below, its dirty pages
-        # are dropped, not written: a 1 GiB archive would double that flush.
-        with contextlib.suppress(OSError):
-            os.unlink(archive)
-        manifest = _manifest(members, got, url)
-
-        # gc must not delete objects that are published but not yet referenced.
+        # gc must not delete objects that are written but not yet referenced.
         with store.holding_objects():
-            # 5. Publish objects: rename, never copy; keep intact existing objects.
+            # 4. Extract, hashing: a member held in memory (nearly all) goes
+            #    straight to its object path, a bigger one to a staged blob;
+            #    each with its final object mode.
+            blobs = stage / "blobs"
+            try:
+                blobs.mkdir()
+            except OSError as exc:
+                raise store_error("create", blobs, exc) from exc
+            objects = ObjectsDir(os.fspath(layout.objects), store.modes)
+            members = extract(archive, blobs, limits=request.limits, display=url, objects=objects)
+            faults.point("add.extracted")
+            # The archive is done with. Gone before the syncfs below, its dirty
+            # pages are dropped, not written: a 1 GiB archive would double that flush.
+            with contextlib.suppress(OSError):
+                os.unlink(archive)
+            manifest = _manifest(members, got, url)
+
+            # 5. Publish the staged blobs: rename, never copy; keep intact existing objects.
             with store.journal.read() as txn:
                 committed = {k for k in _object_keys(members) if txn.is_referenced(k)}
             _publish(layout, members, committed)
@@ -178,7 +184,7 @@ def _object_keys(members: list[Member]) -> set[str]:
 
 
 def _publish(layout: Layout, members: list[Member], committed: set[str]) -> None:
-    """Move blobs into objects/. An existing object is kept only if a committed
+    """Move staged blobs into objects/. An existing object is kept only if a committed
     manifest refers to it (it was durable before that commit, spec/store.md §7);
     an unreferenced one may be what a power loss left, so the fresh blob wins."""
     # Layout.object_path as a str: pathlib costs ~10 µs a call, 80 ms on a big tree.

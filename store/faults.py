@@ -10,10 +10,13 @@ but not committed) while it runs a competitor, with no sleeps to tune.
 
 The points, in the order an operation reaches them:
 
-    add.fetched  add.extracted  add.published  add.synced  add.committed
+    add.fetched  add.placing  add.extracted  add.published  add.synced  add.committed
     install.built  install.swapped
 
-Reading the variables once keeps the cost of a point to one comparison.
+``add.placing`` is reached at the first file an extraction creates at its
+object path, just after the create and before its bytes: a crash there leaves
+an empty file at that path. Reading the variables once keeps the cost of a point to one
+comparison.
 """
 
 from __future__ import annotations

@@ -78,6 +78,22 @@ class Layout:
 
 
 @dataclass(frozen=True)
+class ObjectsDir:
+    """objects/ as an add writes into it: content whose digest is known goes
+    straight to its object path (extract/writer.py, spec/store.md §7 step 5)."""
+
+    root: str  # Layout.objects as a str: pathlib costs ~5 µs a join, per member
+    modes: Modes
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key[:2]}/{key[2:]}"
+
+    def make_fanout(self, path: str) -> None:
+        """A cleaner removed objects/ab/: it only costs a mkdir, with the store's modes."""
+        self.modes.mkdir(Path(path).parent, parents=True)
+
+
+@dataclass(frozen=True)
 class Modes:
     """Permission bits for a private or a group-shared store (spec/permissions.md).
 

@@ -25,7 +25,7 @@ import bisect
 import itertools
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar, cast
 
 from hutch.store.errors import HutchError
@@ -38,6 +38,10 @@ _MAX_DEFAULT = 8
 
 class _Process:
     in_worker = False  # True in a child forked by forked()
+    # forked(lend=True): the pipe through which it lends its workers the slots
+    # of workers that finished when no item was left to start (see spread).
+    slots: tuple[int, int] | None = None
+    result_fd: int | None = None  # in a child of _fork: the pipe its result goes to
 
 
 def can_fork() -> bool:
@@ -50,7 +54,8 @@ def width() -> int:
 
     1 inside a forked worker: the worker is already one of the command's
     HUTCH_THREADS, so it spreads no further (an add of several big zips
-    would otherwise fork parts inside every add worker).
+    would otherwise fork parts inside every add worker), except onto a slot
+    another worker lent it when it ended (spread).
     """
     if _Process.in_worker:
         return 1
@@ -138,7 +143,12 @@ class WorkerDied(HutchError):
 
 
 def forked(
-    fn: Callable[[T], R], items: Sequence[T], *, running: int | None = None, here: bool = False
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    *,
+    running: int | None = None,
+    here: bool = False,
+    lend: bool = False,
 ) -> list[R]:
     """``fn(item)`` for every item, each in a forked child, ``running`` at a time; results in order.
 
@@ -147,6 +157,9 @@ def forked(
     ``here``: this process takes the last item itself once the children for the
     others are started (work cut into one part per core: one fork fewer, and
     no core idles while this process waits).
+    ``lend``: once no item is left to start, each child that ends lends its
+    slot to those still running, which spread() takes up: the last, biggest
+    item does not run alone on one core while the others idle.
     Falls back to threads (map_chunks) where forking is unsafe: with another
     thread alive, fork(2) would copy a lock that thread holds, held forever in
     the child. A child must not touch what cannot cross fork: LMDB environments
@@ -169,44 +182,14 @@ def forked(
     sel = selectors.DefaultSelector()
 
     def start(i: int) -> None:
-        r, w = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(r)
-            os.close(w)
-            raise
-        if pid == 0:  # the child: run, send, and leave without running any cleanup
-            code = 1  # until a result is sent
-            try:
-                _Process.in_worker = True
-                os.close(r)
-                raised = True
-                try:
-                    payload = pickle.dumps(("ok", fn(items[i])))
-                    raised = False
-                except BaseException as exc:  # handed to the parent
-                    try:
-                        payload = pickle.dumps(("raised", exc))
-                    except Exception:  # an unpicklable error must still be said
-                        text = f"{type(exc).__name__}: {exc}"
-                        payload = pickle.dumps(("raised", HutchError(text)))
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(w, view) :]
-                # The parent sees the end of the result now, not after this
-                # process's memory is torn down (~1-2 ms): it reaps it later.
-                os.close(w)
-                code = int(raised)
-            finally:
-                # Whatever happens (the parent gone: EPIPE; Ctrl-C while sending),
-                # the child never returns into the parent's copied stack, where
-                # it would run the parent's cleanup and go on with its work.
-                os._exit(code)
-        os.close(w)
+        pid, r = _fork(fn, items[i])
         children[r] = (i, pid, bytearray())
         sel.register(r, selectors.EVENT_READ)
 
+    outer = _Process.slots
+    if lend:
+        _Process.slots = os.pipe()
+        os.set_blocking(_Process.slots[0], False)
     try:
         for i in itertools.islice(pending, limit - 1 if here else limit):
             start(i)
@@ -238,11 +221,17 @@ def forked(
                 nxt = next(pending, None)
                 if nxt is not None:
                     start(nxt)
+                elif lend and children and _Process.slots is not None:
+                    os.write(_Process.slots[1], b".")  # a slot for spread() to take
     finally:
         for r, (i, pid, _) in children.items():  # interrupted: let them end, then reap them
             os.close(r)
             statuses[i] = os.waitpid(pid, 0)[1]
         sel.close()
+        if lend and _Process.slots is not None:
+            for fd in _Process.slots:
+                os.close(fd)
+            _Process.slots = outer
         _reap()
     out: list[R] = []
     for i, result in enumerate(results):
@@ -255,6 +244,180 @@ def forked(
             raise cast("BaseException", value)
         out.append(cast("R", value))
     return out
+
+
+def _fork(fn: Callable[[T], R], item: T, *, helper: bool = False) -> tuple[int, int]:
+    """A child computing ``fn(item)`` and sending it, pickled, through a pipe: (pid, read fd).
+
+    ``helper`` (spread): the child runs on a lent slot inside a worker. It dies
+    with the worker (a worker killed must not leave it writing into a store
+    it no longer guards), and gives the slot back itself once its work is
+    done, before it sends the result.
+    """
+    import pickle
+
+    parent = os.getpid()
+    r, w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        raise
+    if pid:
+        os.close(w)
+        return pid, r
+    # The child: run, send, and leave without running any cleanup.
+    code = 1  # until a result is sent
+    try:
+        _Process.in_worker = True
+        os.close(r)
+        if helper:
+            _die_with(parent)
+            if _Process.result_fd is not None:
+                # The worker's own result pipe: held open here, the worker's
+                # parent would not see it end until this helper did.
+                os.close(_Process.result_fd)
+        _Process.result_fd = w
+        raised = True
+        try:
+            payload = pickle.dumps(("ok", fn(item)))
+            raised = False
+        except BaseException as exc:  # handed to the parent
+            try:
+                payload = pickle.dumps(("raised", exc))
+            except Exception:  # an unpicklable error must still be said
+                text = f"{type(exc).__name__}: {exc}"
+                payload = pickle.dumps(("raised", HutchError(text)))
+        if helper:
+            _give_back()
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(w, view) :]
+        # The parent sees the end of the result now, not after this
+        # process's memory is torn down (~1-2 ms): it reaps it later.
+        os.close(w)
+        code = int(raised)
+    finally:
+        # Whatever happens (the parent gone: EPIPE; Ctrl-C while sending),
+        # the child never returns into the parent's copied stack, where
+        # it would run the parent's cleanup and go on with its work.
+        os._exit(code)
+
+
+def spread(
+    here: Callable[[range], R],
+    there: Callable[[range], T],
+    count: int,
+    weights: Sequence[float],
+    *,
+    step: int = 64,
+    least: float = 0.0,
+) -> tuple[list[R], list[T]]:
+    """Items ``range(count)`` in order, by ``here`` in this process, ``step`` at a time;
+    whenever a slot is lent (forked(lend=True)), the back half (by weight) of
+    what is left goes to a forked child that runs ``there`` on it.
+
+    For the one item of a forked() worker that turns out to be big (a zip of
+    thousands of members): alone at the end, it would hold one core while the
+    others idle. Only a slot freed by a finished worker is taken, so the
+    command runs no more processes than forked() runs workers (a helper gives
+    its slot back as soon as its part is done, and dies with the worker).
+    Returns the results
+    of ``here`` (covering the front of the range, in order) and of ``there``
+    (the rest, in order); every child has ended before this returns or raises.
+    Parts costing less than ``least`` (the weights' unit) are not split off.
+    """
+    total = list(itertools.accumulate(weights, initial=0.0))
+    mine: list[R] = []
+    helpers: list[tuple[int, int]] = []  # (pid, read fd), each taking the range after the next
+    i, end = 0, count
+    error: BaseException | None = None
+    try:
+        while i < end:
+            if total[end] - total[i] >= 2 * least and end - i > 2 * step and _borrow():
+                half = (total[i] + total[end]) / 2
+                cut = max(i + step, min(bisect.bisect_left(total, half), end - 1))
+                try:
+                    helpers.append(_fork(there, range(cut, end), helper=True))
+                    end = cut
+                except OSError:
+                    _give_back()
+            j = min(i + step, end)
+            mine.append(here(range(i, j)))
+            i = j
+    except BaseException as exc:  # raised once every helper has ended
+        error = exc
+    theirs, failure = _collect(reversed(helpers))
+    error = error or failure
+    if error is not None:
+        raise error
+    return mine, cast("list[T]", theirs)
+
+
+def _collect(helpers: Iterable[tuple[int, int]]) -> tuple[list[object], BaseException | None]:
+    """Each helper's result in turn, and the first error; every helper has ended on return."""
+    import pickle
+
+    theirs: list[object] = []
+    error: BaseException | None = None
+    left = list(helpers)
+    try:
+        while left:
+            pid, r = left[0]
+            got = bytearray()
+            while chunk := os.read(r, 1 << 16):
+                got += chunk
+            os.close(r)
+            left.pop(0)
+            try:
+                # Bytes from our own forked child, through a pipe only it could write.
+                kind, value = pickle.loads(got)  # noqa: S301
+            except Exception:  # cut short: it died, most likely before giving its slot back
+                _give_back()
+                status = os.waitpid(pid, 0)[1]
+                error = error or WorkerDied(f"a helper ended without a result ({_how(status)})")
+                continue
+            _exiting.append(pid)
+            if kind == "raised":
+                error = error or cast("BaseException", value)
+            else:
+                theirs.append(value)
+    finally:
+        for pid, r in left:  # interrupted (Ctrl-C): let them end, then reap them
+            os.close(r)
+            os.waitpid(pid, 0)
+        _reap()
+    return theirs, error
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when ``parent`` ends (Linux; elsewhere a no-op)."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (AttributeError, OSError):
+        return
+    if os.getppid() != parent:  # it ended before the request was made
+        os._exit(1)
+
+
+def _borrow() -> bool:
+    """Take a slot the forked() parent lent, if one is free (never waits)."""
+    if _Process.slots is None or not _Process.in_worker:
+        return False
+    try:
+        return os.read(_Process.slots[0], 1) == b"."
+    except BlockingIOError:
+        return False
+
+
+def _give_back() -> None:
+    if _Process.slots is not None:
+        os.write(_Process.slots[1], b".")
 
 
 # Children that sent their result and were still exiting when it arrived.

@@ -125,7 +125,7 @@ class Store:
         return FileLock(self.layout.locks / f"{name}.lock", shared=shared, mode=self.modes.file)
 
     def holding_objects(self) -> AbstractContextManager[None]:
-        """gc.lock, shared, while objects are published but not yet referenced (§8).
+        """gc.lock, shared, while objects are written or published but not yet referenced (§8).
 
         Shared by every thread of this process that is adding or repairing.
         """

@@ -9,6 +9,7 @@ checked, in forked workers.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -28,8 +29,10 @@ _BIG = 8 << 20
 # Forking to re-hash pays only past a few hundred files.
 _FORK_FROM = 256
 # O_NONBLOCK: opening a FIFO planted at an object's path must not hang; the
-# fstat after the open refuses it. No effect on regular files.
-_OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+# fstat after the open refuses it. No effect on regular files. O_NOFOLLOW: a
+# symlink planted there is damage (ELOOP), not the file it points to, which
+# may lie outside the store and which an install would link as a symlink.
+_OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
 
 # st_mode of an intact object: a regular file, 0444 (0555 when executable).
 _INTACT = stat.S_IFREG | 0o444
@@ -107,7 +110,7 @@ def stat_problem(path: str, size: int, key: str) -> str | None:
     Also called by the processes that build an install's tree, just before each link.
     """
     try:
-        st = os.stat(path)
+        st = os.lstat(path)  # a symlink at an object's path is damage, as in full_problem
     except FileNotFoundError:
         return "missing"
     except OSError as exc:
@@ -131,20 +134,24 @@ def _stat_problems(items: Sequence[_Item]) -> list[tuple[str, str]]:
 def _hash_problems(items: Sequence[_Item]) -> list[tuple[str, str]]:
     out = []
     for key, path, size, digest in items:
-        problem = _full_problem(key, path, size, digest)
+        problem = full_problem(key, path, size, digest)
         if problem:
             out.append((key, problem))
     return out
 
 
-def _full_problem(key: str, path: str, size: int, digest: str) -> str | None:
-    """The stat checks and the blake3 re-hash, on one open file descriptor."""
+def full_problem(key: str, path: str, size: int, digest: str) -> str | None:
+    """The stat checks and the blake3 re-hash, on one open file descriptor.
+
+    Also asked by an add that finds a file at an object path it is writing
+    (extract/writer.py): it keeps only one that passes.
+    """
     try:
         fd = os.open(path, _OPEN)
     except FileNotFoundError:
         return "missing"
     except OSError as exc:
-        return f"unreadable ({exc.strerror})"
+        return "not a regular file" if exc.errno == errno.ELOOP else f"unreadable ({exc.strerror})"
     try:
         st = os.fstat(fd)
         problem = _shape_problem(st, size, key)

@@ -757,14 +757,16 @@ def test_lock_timeout_names_the_lock_file_and_its_holder(
     assert runner.ok("add", a.path).strip() == a.aid
 
 
+@pytest.mark.parametrize("point", ["add.placing", "add.extracted", "add.published"])
 def test_gc_waits_for_an_add_in_flight_and_never_deletes_its_objects(
-    runner: Runner, corpus: list[Archive]
+    runner: Runner, corpus: list[Archive], point: str
 ) -> None:
-    """store.md §8: objects published but not yet committed are safe from gc (gc.lock shared)."""
+    """store.md §8: objects written but not yet committed are safe from gc (gc.lock shared),
+    from the first one an extraction writes at its object path to the commit."""
     a, b = corpus[0], corpus[1]
     runner.ok("add", a.path)
     runner.ok("rm", a.aid)  # a's objects are now garbage, some shared with b
-    with _stopped_at(runner, "add.published", "add", b.path) as holder:
+    with _stopped_at(runner, point, "add", b.path) as holder:
         published = sorted((runner.store / "objects").rglob("*"))
         ran = runner.run("gc", "gc", env={"HUTCH_LOCK_TIMEOUT": "0.5"})
         assert ran.rc == 6, ran.brief()
@@ -816,7 +818,8 @@ def test_sweep_spares_live_operations_and_reaps_dead_ones(
 ) -> None:
     """store.md §6: a sweep removes only directories whose owner is dead, logging each once."""
     a = corpus[2]
-    proc = runner.start("add", a.path, env={"HUTCH_STOP_AT": "add.extracted"})
+    # Stopped with its archive fetched: past that point it holds gc.lock (§8), and gc waits.
+    proc = runner.start("add", a.path, env={"HUTCH_STOP_AT": "add.fetched"})
     wait_stopped(proc)
     live = staging_dirs(runner.store)
     assert len(live) == 1

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import stat
 import struct
 import subprocess
@@ -1069,3 +1070,58 @@ def test_safe_relpath_fast_path_agrees_with_the_full_check(raw: str) -> None:
     except UnsafePath:
         fast = None
     assert fast == full
+
+
+def _stopped_child(parent: int, timeout: float = 60.0) -> int:
+    """The pid of a child of ``parent`` that stopped itself at its HUTCH_STOP_AT point."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for stat_file in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent and fields[0] in ("T", "t"):
+                return int(stat_file.parent.name)
+        time.sleep(0.02)
+    pytest.fail("no worker reached its stop point")
+
+
+def test_a_big_zip_takes_up_the_slot_of_a_finished_add(hutch: Hutch, tmp_path: Path) -> None:
+    """§7, cli.md HUTCH_THREADS: `hutch add` of several sources lends the slot of a worker
+    that ended to a worker still writing a big zip, which writes the back half of what it
+    has left in a part; the manifest is the one a single process commits."""
+    archive, _ = _zip_of(_wide_entries(), tmp_path)
+    small = tmp_path / "small.tar.gz"
+    with tarfile.open(small, "w:gz") as tf:
+        tf.add(__file__, arcname="pkg/small.py")
+    hutch.ok("add", small)  # present: its worker ends at once, with nothing left to start
+    alone = Hutch(tmp_path / "alone", hutch.env)
+    expected = alone.ok("add", archive, env={"HUTCH_THREADS": "1"}).strip()
+
+    env = {**hutch.env, "HUTCH_THREADS": "1", "HUTCH_STOP_AT": "add.extracted"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "hutch",
+        "--store",
+        str(hutch.store),
+        "add",
+        str(small),
+        str(archive),
+    ]
+    with subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE) as proc:
+        try:
+            worker = _stopped_child(proc.pid)
+            parts = list((hutch.store / "staging").glob("*/blobs/part-*"))
+            os.kill(worker, signal.SIGCONT)
+            out, _ = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0
+    assert len(parts) >= 1, "the big zip was written by one process"
+    assert out.split()[1] == expected
+    listed = {r["id"]: r["manifest"] for r in json.loads(hutch.ok("ls", "--json"))}
+    assert listed[expected] == json.loads(alone.ok("ls", "--json"))[0]["manifest"]
+    hutch.ok("verify", "--full")
+    assert list((hutch.store / "staging").iterdir()) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import os
 import signal
 import threading
@@ -132,6 +133,130 @@ def test_a_worker_spreads_no_further(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUTCH_THREADS", "4")
     assert parallel.forked(lambda _: parallel.width(), [0, 0, 0]) == [1, 1, 1]
     assert parallel.width() == 4
+
+
+def _spread_worker(item: str, log: Path) -> tuple[list[int], list[int], int]:
+    """A forked worker: "short" ends at once; "long" spreads 3000 items, 8 at a time,
+    each chunk taking a millisecond, and logs when each of its helpers ran."""
+    if item == "short":
+        return [], [], 0
+
+    def here(r: range) -> list[int]:
+        time.sleep(0.001)
+        return list(r)
+
+    def there(r: range) -> list[int]:
+        start = time.monotonic()
+        time.sleep(0.05)
+        with log.open("a") as f:
+            f.write(f"{os.getpid()} {start} {time.monotonic()}\n")
+        return list(r)
+
+    mine, theirs = parallel.spread(here, there, 3000, [1.0] * 3000, step=8)
+    return [x for part in mine for x in part], [x for part in theirs for x in part], os.getpid()
+
+
+def test_spread_takes_up_a_slot_a_finished_worker_lends(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """cli.md HUTCH_THREADS, extract.md §7: once no item is left to start, the slot of a
+    worker that ends goes to one still running, which hands the back half of what it has
+    left to a helper; every item is done once, in order, and never more processes run
+    than workers (one slot lent: its helpers run one at a time)."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+    log = tmp_path / "helpers"
+    got = parallel.forked(
+        functools.partial(_spread_worker, log=log), ["long", "short"], running=2, lend=True
+    )
+    mine, theirs, worker = got[0]
+    assert mine + theirs == list(range(3000))
+    assert theirs, "the lent slot was not taken"
+    assert mine, "the worker gave all of its work away"
+    ran = [line.split() for line in log.read_text().splitlines()]
+    assert all(int(pid) not in (worker, os.getpid()) for pid, _, _ in ran)
+    spans = sorted((float(a), float(b)) for _, a, b in ran)
+    assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(spans))
+
+
+def test_spread_splits_nothing_without_a_lent_slot(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without lend (or outside a worker), spread runs everything in this process."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+    log = tmp_path / "helpers"
+    got = parallel.forked(functools.partial(_spread_worker, log=log), ["long", "short"])
+    assert got[0][:2] == (list(range(3000)), [])
+    mine, theirs = parallel.spread(list, list, 100, [1.0] * 100, step=8)
+    assert [x for part in mine for x in part] == list(range(100))
+    assert theirs == []
+    assert not log.exists()
+
+
+def test_spread_raises_a_helpers_error_after_every_helper_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An error in a helper is raised by the worker, with its class, once all have ended."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+
+    def work(item: str) -> int:
+        if item == "short":
+            return 0
+
+        def there(r: range) -> list[int]:
+            raise StoreError("disk on fire", path="/x", op="write blob")
+
+        def here(r: range) -> list[int]:
+            time.sleep(0.001)
+            return list(r)
+
+        parallel.spread(here, there, 3000, [1.0] * 3000, step=8)
+        return 1
+
+    with pytest.raises(StoreError, match="disk on fire"):
+        parallel.forked(work, ["long", "short"], running=2, lend=True)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def test_a_helper_dies_with_its_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A worker killed (the OOM killer picks the big one) takes its helper with it: nothing
+    goes on writing into a store that no live process guards any more."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+    log = tmp_path / "helper"
+
+    def work(item: str) -> int:
+        if item == "short":
+            return 0
+
+        def there(r: range) -> list[int]:
+            log.write_text(str(os.getpid()))
+            time.sleep(30)
+            return list(r)
+
+        def here(r: range) -> list[int]:
+            time.sleep(0.001)
+            if log.exists() and log.read_text():
+                os.kill(os.getpid(), signal.SIGKILL)
+            return list(r)
+
+        parallel.spread(here, there, 100_000, [1.0] * 100_000, step=8)
+        return 1
+
+    start = time.monotonic()
+    with pytest.raises(parallel.WorkerDied, match="killed by signal 9"):
+        parallel.forked(work, ["long", "short"], running=2, lend=True)
+    assert time.monotonic() - start < 10  # the helper holds no pipe of the worker's open
+    helper = int(log.read_text())
+    deadline = time.monotonic() + 10
+    while not _gone(helper) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _gone(helper)
 
 
 def test_forked_here_takes_the_last_item_itself(monkeypatch: pytest.MonkeyPatch) -> None:

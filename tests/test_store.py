@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
 import shutil
 import subprocess
+import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -330,7 +333,8 @@ def test_journal_is_pinned_to_lmdb_09_format(hutch: Hutch, wheels: list[Path]) -
 
 
 @pytest.mark.parametrize(
-    "point", ["add.fetched", "add.extracted", "add.published", "add.synced", "add.committed"]
+    "point",
+    ["add.fetched", "add.placing", "add.extracted", "add.published", "add.synced", "add.committed"],
 )
 def test_kill_9_during_add_recovers(hutch: Hutch, sdist: Path, point: str, tmp_path: Path) -> None:
     """store.md §7 crash table: a kill -9 at each step leaves a store that verifies and re-adds."""
@@ -428,3 +432,136 @@ def test_concurrent_adds_of_one_artifact_download_it_once(hutch: Hutch, sdist: P
         assert len(fresh) == 1  # one download from byte 0; the rest is its resume
     log = json.loads(hutch.ok("log", "--json"))
     assert [r["op"] for r in log if r["outcome"] == "committed"] == ["add"]
+
+
+def _object_path(store: Path, data: bytes) -> Path:
+    import blake3
+
+    key = blake3.blake3(data).hexdigest()
+    return store / "objects" / key[:2] / key[2:]
+
+
+def test_add_keeps_an_object_path_that_holds_the_bytes_and_replaces_any_other(
+    hutch: Hutch, tmp_path: Path
+) -> None:
+    """store.md §7 step 5: content is written straight to its object path. A file already
+    there is kept only if it holds exactly those bytes, read-only; one with other bytes of
+    the same size, a short one or a writable one is replaced whole."""
+    contents = {
+        "good": b"already here, intact\n",
+        "wrong": b"here with other bytes\n",
+        "short": b"here but cut short\n",
+        "writable": b"here but chmod 0644\n",
+        "fresh": b"not here yet\n",
+    }
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, data in contents.items():
+            info = tarfile.TarInfo(f"pkg/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    hutch.ok("init")
+    paths = {name: _object_path(hutch.store, data) for name, data in contents.items()}
+    planted = {
+        "good": (contents["good"], 0o444),
+        "wrong": (bytes(len(contents["wrong"])), 0o444),
+        "short": (contents["short"][:4], 0o444),
+        "writable": (contents["writable"], 0o644),
+    }
+    for name, (data, mode) in planted.items():
+        paths[name].write_bytes(data)
+        paths[name].chmod(mode)
+    inodes = {name: paths[name].stat().st_ino for name in planted}
+
+    aid = hutch.ok("add", archive).strip()
+    for name, path in paths.items():
+        assert path.read_bytes() == contents[name], name
+        assert path.stat().st_mode & 0o7777 == 0o444, name
+    assert paths["good"].stat().st_ino == inodes["good"]  # kept: installs may share it
+    assert all(paths[n].stat().st_ino != inodes[n] for n in ("wrong", "short", "writable"))
+    assert list((hutch.store / "staging").iterdir()) == []
+    hutch.ok("verify", "--full")
+    hutch.ok("install", aid, tmp_path / "d")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "d" / "pkg").iterdir()} == contents
+
+
+def test_an_add_killed_after_creating_an_object_leaves_an_empty_file_the_next_add_fills(
+    hutch: Hutch, tmp_path: Path
+) -> None:
+    """store.md §7 crash table, step 5: a kill -9 between creating an object file and
+    writing it leaves that file empty and unreferenced; the next add replaces it."""
+    data = b"the first and only member\n"
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        info = tarfile.TarInfo("pkg/only")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    crashed = hutch("add", archive, env={"HUTCH_CRASH_AT": "add.placing"})
+    assert crashed.returncode == -9
+    path = _object_path(hutch.store, data)
+    assert objects(hutch.store) == [path]
+    assert path.stat().st_size == 0
+    aid = hutch.ok("add", archive).strip()
+    assert path.read_bytes() == data
+    hutch.ok("verify", "--full")
+    hutch.ok("install", aid, tmp_path / "d")
+    assert (tmp_path / "d" / "pkg" / "only").read_bytes() == data
+
+
+def test_a_refused_archive_leaves_only_unreferenced_objects_and_gc_frees_them(
+    hutch: Hutch, tmp_path: Path
+) -> None:
+    """store.md §7, inspect.md gc: members written before a refusal (a CRC error in a later
+    member) are objects no manifest refers to; nothing is committed and gc frees them."""
+    import archives
+
+    good, bad = b"written before the refusal\n", b"fails its CRC\n"
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(
+        archives.raw_zip(
+            [
+                archives.RawEntry(b"pkg/good", good),
+                archives.RawEntry(b"pkg/bad", bad, crc=zlib.crc32(bad) ^ 1),
+            ]
+        )
+    )
+    refused = hutch("add", archive)
+    assert refused.returncode == 5, refused.stderr
+    assert "pkg/bad" in refused.stderr
+    assert "CRC" in refused.stderr
+    assert json.loads(hutch.ok("ls", "--json")) == []
+    assert objects(hutch.store) == [_object_path(hutch.store, good)]
+    assert list((hutch.store / "staging").iterdir()) == []
+    hutch.ok("gc")
+    assert objects(hutch.store) == []
+
+
+def test_a_symlink_at_an_object_path_is_damage_and_an_add_replaces_it(
+    hutch: Hutch, tmp_path: Path
+) -> None:
+    """store.md §7 step 5, §10: an object path holding a symlink (to the right bytes, even)
+    is not an object: add replaces it, and verify (stat and full) reports it once committed."""
+    data = b"the bytes the symlink points at\n"
+    outside = tmp_path / "outside"
+    outside.write_bytes(data)
+    outside.chmod(0o444)
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        info = tarfile.TarInfo("pkg/f")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    hutch.ok("init")
+    path = _object_path(hutch.store, data)
+    path.symlink_to(outside)
+    aid = hutch.ok("add", archive).strip()
+    assert not path.is_symlink()
+    assert path.read_bytes() == data
+    hutch.ok("install", aid, tmp_path / "d")
+    assert not (tmp_path / "d" / "pkg" / "f").is_symlink()
+
+    path.unlink()
+    path.symlink_to(outside)  # a committed object swapped for a symlink
+    for level in ((), ("--full",)):
+        found = hutch("verify", *level)
+        assert found.returncode == 3, found.stderr
+        assert "not a regular file" in found.stdout
