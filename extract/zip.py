@@ -10,8 +10,8 @@ gh-109858 / CVE-2024-0450), and that the declared sizes fit the limits.
 zipfile parses the central directory; the data of stored and deflate members
 (every wheel's) hutch then reads itself, from the byte range it has checked,
 with one pread and one inflate call (extract/inflate.py) for a member of up to
-CHUNK bytes and in CHUNK steps for a bigger one. bzip2 and lzma members go through zipfile's own
-reader. The declared sizes are an upper bound, not a trusted value: no member
+CHUNK bytes and in CHUNK steps for a bigger one. bzip2 and lzma members go
+through zipfile's own reader. The declared sizes are an upper bound, not a trusted value: no member
 writes more than ``file_size`` bytes, and one that holds more or less, whose
 deflate stream does not end, or that fails its CRC is refused. This module is
 the seam where zipfile's exceptions become ArchiveError.
@@ -352,8 +352,9 @@ class _ZipUnpacker:
         ):
             return [self.write(p) for p in plans]
         if count == 1:
-            # One of several adds (a worker): in order here, and the back half of
-            # what is left to a part whenever a finished worker lends its slot.
+            # One of several adds (a worker), or HUTCH_THREADS=1: in order here,
+            # and in a worker the back half of what is left goes to a part
+            # whenever a finished worker lends its slot.
             mine, theirs = parallel.spread(
                 lambda r: [self.write(plans[i]) for i in r],
                 lambda r: self.part(r.start).write_part(plans, r),

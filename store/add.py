@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from hutch.extract import Limits, Member, extract
 from hutch.fetch import Fetched, FetchOptions, fetch
@@ -20,8 +19,8 @@ from hutch.store.digest import Pin, blake3_bytes
 from hutch.store.errors import HutchError, store_error
 from hutch.store.fsutil import atomic_write, syncfs
 from hutch.store.journal import ArtifactRecord, LogRecord, Txn
-from hutch.store.layout import Layout, ObjectsDir
-from hutch.store.manifest import Entry, Manifest, Source
+from hutch.store.layout import ObjectsDir
+from hutch.store.manifest import Entry, Manifest, Source, object_key
 from hutch.store.parallel import forked, width
 from hutch.store.store import Store, source_url
 
@@ -140,7 +139,7 @@ def _fetch_and_commit(store: Store, request: AddRequest, url: str) -> AddResult:
             # 5. Publish the staged blobs: rename, never copy; keep intact existing objects.
             with store.journal.read() as txn:
                 committed = {k for k in _object_keys(members) if txn.is_referenced(k)}
-            _publish(layout, members, committed)
+            _publish(objects, members, committed)
             faults.point("add.published")
 
             # 6. The manifest file, from which the journal can be rebuilt.
@@ -180,20 +179,18 @@ def _manifest(members: list[Member], got: Fetched, url: str) -> Manifest:
 
 
 def _object_keys(members: list[Member]) -> set[str]:
-    return {m.digest + (".x" if m.executable else "") for m in members if m.blob and m.digest}
+    return {object_key(m.digest, executable=m.executable) for m in members if m.blob and m.digest}
 
 
-def _publish(layout: Layout, members: list[Member], committed: set[str]) -> None:
+def _publish(objects: ObjectsDir, members: list[Member], committed: set[str]) -> None:
     """Move staged blobs into objects/. An existing object is kept only if a committed
     manifest refers to it (it was durable before that commit, spec/store.md §7);
     an unreferenced one may be what a power loss left, so the fresh blob wins."""
-    # Layout.object_path as a str: pathlib costs ~10 µs a call, 80 ms on a big tree.
-    objects = os.fspath(layout.objects)
     for m in members:
         if m.blob is None or m.digest is None:
             continue
-        key = m.digest + (".x" if m.executable else "")
-        target = f"{objects}/{key[:2]}/{key[2:]}"
+        key = object_key(m.digest, executable=m.executable)
+        target = objects.path(key)
         # Only an object a committed manifest refers to can be kept, so only
         # those are looked at (no stat per object when adding new content).
         if key in committed and _intact(target, m.size):
@@ -203,9 +200,7 @@ def _publish(layout: Layout, members: list[Member], committed: set[str]) -> None
             try:
                 os.rename(m.blob, target)
             except FileNotFoundError:
-                # A cleaner removed the fan-out directory; it only costs a mkdir,
-                # with the store's modes (a shared store's group must write it).
-                layout.modes().mkdir(Path(target).parent, parents=True)
+                objects.make_fanout(target)
                 os.rename(m.blob, target)
         except OSError as exc:
             raise store_error("publish object", target, exc) from exc

@@ -89,7 +89,8 @@ class ObjectsDir:
         return f"{self.root}/{key[:2]}/{key[2:]}"
 
     def make_fanout(self, path: str) -> None:
-        """A cleaner removed objects/ab/: it only costs a mkdir, with the store's modes."""
+        """A cleaner removed objects/ab/: it only costs a mkdir, with the store's modes
+        (a shared store's group must write it)."""
         self.modes.mkdir(Path(path).parent, parents=True)
 
 

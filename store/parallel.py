@@ -187,9 +187,10 @@ def forked(
         sel.register(r, selectors.EVENT_READ)
 
     outer = _Process.slots
-    if lend:
-        _Process.slots = os.pipe()
-        os.set_blocking(_Process.slots[0], False)
+    lent = os.pipe() if lend else None
+    if lent is not None:
+        os.set_blocking(lent[0], False)
+        _Process.slots = lent
     try:
         for i in itertools.islice(pending, limit - 1 if here else limit):
             start(i)
@@ -221,15 +222,15 @@ def forked(
                 nxt = next(pending, None)
                 if nxt is not None:
                     start(nxt)
-                elif lend and children and _Process.slots is not None:
-                    os.write(_Process.slots[1], b".")  # a slot for spread() to take
+                elif lent is not None and children:
+                    os.write(lent[1], b".")  # a slot for spread() to take
     finally:
         for r, (i, pid, _) in children.items():  # interrupted: let them end, then reap them
             os.close(r)
             statuses[i] = os.waitpid(pid, 0)[1]
         sel.close()
-        if lend and _Process.slots is not None:
-            for fd in _Process.slots:
+        if lent is not None:
+            for fd in lent:
                 os.close(fd)
             _Process.slots = outer
         _reap()
@@ -323,10 +324,11 @@ def spread(
     others idle. Only a slot freed by a finished worker is taken, so the
     command runs no more processes than forked() runs workers (a helper gives
     its slot back as soon as its part is done, and dies with the worker).
-    Returns the results
-    of ``here`` (covering the front of the range, in order) and of ``there``
-    (the rest, in order); every child has ended before this returns or raises.
-    Parts costing less than ``least`` (the weights' unit) are not split off.
+
+    Returns the results of ``here`` (covering the front of the range, in
+    order) and of ``there`` (the rest, in order); every child has ended before
+    this returns or raises. A remainder costing less than twice ``least``
+    (the weights' unit) is not split.
     """
     total = list(itertools.accumulate(weights, initial=0.0))
     mine: list[R] = []
