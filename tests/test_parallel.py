@@ -25,6 +25,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 
+@pytest.fixture(autouse=True)
+def _no_stray_threads() -> None:
+    """forked() falls back to threads while another thread is alive. A loopback server of
+    an earlier test may still be ending its handler threads: wait for them, so these tests
+    fork as a command does."""
+    deadline = time.monotonic() + 30
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == 1, f"threads still alive: {threading.enumerate()}"
+
+
 def test_map_chunks_keeps_order_and_covers_every_item(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUTCH_THREADS", "4")
     items = list(range(1000))
@@ -230,6 +241,8 @@ def test_a_helper_dies_with_its_worker(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("HUTCH_THREADS", "2")
     log = tmp_path / "helper"
 
+    me = os.getpid()
+
     def work(item: str) -> int:
         if item == "short":
             return 0
@@ -241,8 +254,8 @@ def test_a_helper_dies_with_its_worker(monkeypatch: pytest.MonkeyPatch, tmp_path
 
         def here(r: range) -> list[int]:
             time.sleep(0.001)
-            if log.exists() and log.read_text():
-                os.kill(os.getpid(), signal.SIGKILL)
+            if os.getpid() != me and log.exists() and log.read_text():
+                os.kill(os.getpid(), signal.SIGKILL)  # the worker, never this test process
             return list(r)
 
         parallel.spread(here, there, 100_000, [1.0] * 100_000, step=8)
