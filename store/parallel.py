@@ -314,6 +314,7 @@ def spread(
     *,
     step: int = 64,
     least: float = 0.0,
+    before: Callable[[int], None] | None = None,
 ) -> tuple[list[R], list[T]]:
     """Items ``range(count)`` in order, by ``here`` in this process, ``step`` at a time;
     whenever a slot is lent (forked(lend=True)), the back half (by weight) of
@@ -328,7 +329,9 @@ def spread(
     Returns the results of ``here`` (covering the front of the range, in
     order) and of ``there`` (the rest, in order); every child has ended before
     this returns or raises. A remainder costing less than twice ``least``
-    (the weights' unit) is not split.
+    (the weights' unit) is not split. ``before(cut)`` runs here just before a
+    helper is forked for ``range(cut, ...)``: what that part needs from the
+    front (an install's directories) is made while nothing else runs.
     """
     total = list(itertools.accumulate(weights, initial=0.0))
     mine: list[R] = []
@@ -340,6 +343,12 @@ def spread(
             if total[end] - total[i] >= 2 * least and end - i > 2 * step and _borrow():
                 half = (total[i] + total[end]) / 2
                 cut = max(i + step, min(bisect.bisect_left(total, half), end - 1))
+                if before is not None:
+                    try:
+                        before(cut)
+                    except BaseException:
+                        _give_back()
+                        raise
                 try:
                     helpers.append(_fork(there, range(cut, end), helper=True))
                     end = cut

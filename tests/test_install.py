@@ -23,8 +23,10 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Hutch, objects, tree
@@ -502,6 +504,49 @@ def test_big_tree_built_in_parts_is_the_same_tree(
     assert re.search(r": 1260 files \(1260 hardlink\)", result.stderr), result.stderr
     assert contents(dest) == contents(untar(archive, tmp_path / "tar"))
     assert siblings(dest) == []
+
+
+def test_a_big_tree_takes_up_the_slot_of_a_finished_install(
+    hutch: Hutch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """install.md §5: several installs build a tree per worker; once the small tree's
+    worker has ended, its slot goes to the big tree still being built, whose back half a
+    helper builds, its directories made first; the tree is the archive's."""
+    from hutch.store import install as installing
+    from hutch.store.install import InstallOptions, InstallResult, install_all
+    from hutch.store.store import Store
+
+    archive = _big_tree(tmp_path / "big.tar.gz")
+    big = add(hutch, archive)
+    small = add(hutch, make_tar(tmp_path / "small.tar.gz", [("file", "f", b"f\n", 0o644)]))
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+    log = tmp_path / "parts"
+    real_place, real_part = installing._place, installing._build_part
+
+    def slow_place(*args: Any, **kwargs: Any) -> None:
+        # In steps of 64 entries: the small tree ends while the big one has most to go.
+        if len(args[2]) == 64:
+            time.sleep(0.02)
+        real_place(*args, **kwargs)
+
+    def logged_part(*args: Any, **kwargs: Any) -> Any:
+        with log.open("a") as f:  # only a helper builds a part of a tree alone
+            f.write(f"{os.getpid()} {len(args[2])}\n")
+        return real_part(*args, **kwargs)
+
+    monkeypatch.setattr(installing, "_place", slow_place)
+    monkeypatch.setattr(installing, "_build_part", logged_part)
+    store = Store.open(hutch.store)
+    with store.journal.read() as txn:
+        records = [store.resolve(txn, aid) for aid in (small, big)]
+    pairs = [(r, tmp_path / name) for r, name in zip(records, ("s", "b"), strict=True) if r]
+    results = install_all(store, pairs, InstallOptions(link="hardlink"))
+    assert [type(r) for r in results] == [InstallResult, InstallResult], results
+    parts = [line.split() for line in log.read_text().splitlines()]
+    assert parts, "no helper built part of the big tree"
+    assert all(int(pid) != os.getpid() for pid, _ in parts)
+    assert contents(tmp_path / "b") == contents(untar(archive, tmp_path / "tar"))
+    assert contents(tmp_path / "s") == {"f": (b"f\n", False)}
 
 
 def test_damage_in_every_part_is_healed(hutch: Hutch, tmp_path: Path) -> None:

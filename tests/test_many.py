@@ -99,6 +99,21 @@ def test_install_pairs(hutch: Hutch, wheels: list[Path], sdist: Path, tmp_path: 
         assert tree(tmp_path / f"d{i}") == tree(single)
 
 
+def test_install_pairs_one_inside_another_in_the_order_given(
+    hutch: Hutch, wheels: list[Path], sdist: Path, tmp_path: Path
+) -> None:
+    """cli.md install: pairs are installed side by side, except where one DEST lies
+    inside another: then in the order given, the inner tree into the outer one."""
+    outer_id, inner_id = hutch.ok("add", sdist, wheels[0]).split()
+    outer = tmp_path / "d"
+    inner = outer / "vendor" / "inner"
+    hutch.ok("install", outer_id, outer, inner_id, inner, "--link", "hardlink")
+    hutch.ok("install", outer_id, tmp_path / "outer", inner_id, tmp_path / "inner")
+    assert tree(inner) == tree(tmp_path / "inner")
+    outside = {p: v for p, v in tree(outer).items() if not p.startswith("vendor")}
+    assert outside == tree(tmp_path / "outer")
+
+
 def test_install_pairs_add_missing_urls_concurrently(
     hutch: Hutch, wheels: list[Path], tmp_path: Path
 ) -> None:

@@ -163,7 +163,11 @@ def _spread_worker(item: str, log: Path) -> tuple[list[int], list[int], int]:
             f.write(f"{os.getpid()} {start} {time.monotonic()}\n")
         return list(r)
 
-    mine, theirs = parallel.spread(here, there, 3000, [1.0] * 3000, step=8)
+    def before(cut: int) -> None:
+        with log.open("a") as f:
+            f.write(f"cut {cut}\n")
+
+    mine, theirs = parallel.spread(here, there, 3000, [1.0] * 3000, step=8, before=before)
     return [x for part in mine for x in part], [x for part in theirs for x in part], os.getpid()
 
 
@@ -183,7 +187,13 @@ def test_spread_takes_up_a_slot_a_finished_worker_lends(
     assert mine + theirs == list(range(3000))
     assert theirs, "the lent slot was not taken"
     assert mine, "the worker gave all of its work away"
-    ran = [line.split() for line in log.read_text().splitlines()]
+    lines = log.read_text().splitlines()
+    # before(cut) ran in the worker ahead of each helper, which then took range(cut, ...).
+    cuts = [int(line.split()[1]) for line in lines if line.startswith("cut ")]
+    assert cuts
+    assert cuts == sorted(cuts, reverse=True)
+    assert cuts[-1] == len(mine)
+    ran = [line.split() for line in lines if not line.startswith("cut ")]
     assert all(int(pid) not in (worker, os.getpid()) for pid, _, _ in ran)
     spans = sorted((float(a), float(b)) for _, a, b in ran)
     assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(spans))
