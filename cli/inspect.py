@@ -13,9 +13,8 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 from hutch.cli import output
@@ -134,8 +133,7 @@ def complete_artifact(
 
 
 # -- ls --filter ---------------------------------------------------------------
-@dataclass(frozen=True)
-class Condition:
+class Condition(NamedTuple):
     """One ``ls --filter`` term, e.g. ``name=numpy*`` or ``unused>30d``."""
 
     text: str

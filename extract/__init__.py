@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from hutch.store.digest import Blake3Hex
 from hutch.store.errors import UsageError
@@ -46,8 +45,7 @@ Kind = Literal["file", "dir", "symlink"]
 GiB = 1 << 30
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """Bomb limits. Bytes are counted as written, never trusted from headers."""
 
     max_unpacked: int = 64 * GiB
@@ -126,8 +124,7 @@ def parse_count(text: str, *, what: str = "count") -> int:
     return value
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     path: str  # safe, normalised, relative POSIX path
     kind: Kind
     size: int = 0

@@ -19,9 +19,8 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Self
+from typing import TYPE_CHECKING, NamedTuple, NoReturn, Self
 
 from hutch.extract import Limits
 from hutch.store import digest, faults
@@ -44,8 +43,7 @@ Reader = Callable[[int], bytes]
 _MODES = (0o444, 0o555)
 
 
-@dataclass(frozen=True)
-class Blob:
+class Blob(NamedTuple):
     # The staged file, a str (pathlib costs ~5 µs a join, per member, issue 7);
     # None when the content was written straight to its object path.
     path: str | None

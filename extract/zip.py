@@ -27,8 +27,7 @@ import stat
 import struct
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from hutch.extract import Member, inflate
 from hutch.extract.checks import Tree
@@ -74,8 +73,7 @@ _ZIP_ERRORS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
+class _Plan(NamedTuple):
     info: zipfile.ZipInfo
     raw: str
     rel: str

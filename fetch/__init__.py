@@ -20,9 +20,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from hutch.store.digest import Pin
 from hutch.store.errors import UsageError
@@ -30,8 +29,7 @@ from hutch.store.errors import UsageError
 _N = TypeVar("_N", int, float)
 
 
-@dataclass(frozen=True)
-class FetchOptions:
+class FetchOptions(NamedTuple):
     timeout: float = 30.0  # connect timeout and read timeout between bytes
     retries: int = 5  # per url
     progress: bool = False  # a progress bar on stderr (the CLI sets this on a TTY)
@@ -39,10 +37,11 @@ class FetchOptions:
     @classmethod
     def from_env(cls, timeout: float | None, retries: int | None, progress: bool) -> FetchOptions:
         """The CLI's --timeout/--retries, else HUTCH_HTTP_TIMEOUT/_RETRIES, else the defaults."""
+        default = cls()
         if timeout is None:
-            timeout = _from_env("HUTCH_HTTP_TIMEOUT", float, cls.timeout)
+            timeout = _from_env("HUTCH_HTTP_TIMEOUT", float, default.timeout)
         if retries is None:
-            retries = _from_env("HUTCH_HTTP_RETRIES", int, cls.retries)
+            retries = _from_env("HUTCH_HTTP_RETRIES", int, default.retries)
         if not math.isfinite(timeout) or timeout <= 0:
             raise UsageError(f"invalid timeout {timeout!r}: expected seconds > 0")
         if retries < 0:
@@ -63,8 +62,7 @@ def _from_env(name: str, kind: type[_N], default: _N) -> _N:
         ) from None
 
 
-@dataclass(frozen=True)
-class Fetched:
+class Fetched(NamedTuple):
     url: str  # the url that served the bytes
     size: int
     digests: dict[str, str]  # algo -> hex; always blake3 and sha256

@@ -10,7 +10,7 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from hutch.extract import Limits, Member, extract
 from hutch.fetch import Fetched, FetchOptions, fetch
@@ -25,18 +25,16 @@ from hutch.store.parallel import forked, width
 from hutch.store.store import Store, source_url
 
 
-@dataclass(frozen=True)
-class AddRequest:
+class AddRequest(NamedTuple):
     source: str  # URL or local path
     pin: Pin | None = None
     name: str | None = None
     mirrors: Sequence[str] = ()
-    fetch: FetchOptions = field(default_factory=FetchOptions)
-    limits: Limits = field(default_factory=Limits)
+    fetch: FetchOptions = FetchOptions()
+    limits: Limits = Limits()
 
 
-@dataclass(frozen=True)
-class AddResult:
+class AddResult(NamedTuple):
     artifact: str
     fetched: bool  # False when the store already had it
     digests: dict[str, str]
@@ -53,7 +51,7 @@ def add_all(store: Store, requests: Sequence[AddRequest]) -> list[AddResult | Hu
     if len(requests) == 1:
         return [_add_or_error(store, requests[0])]
     # One progress bar per worker, all on one terminal, would garble each other.
-    requests = [replace(r, fetch=replace(r.fetch, progress=False)) for r in requests]
+    requests = [r._replace(fetch=r.fetch._replace(progress=False)) for r in requests]
     root = store.layout.root
     # Imported once here, so that no worker imports them again (requests alone
     # is ~55 ms): a forked child inherits every module already loaded.

@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import NewType, Protocol
+from typing import NamedTuple, NewType, Protocol
 
 import blake3 as _blake3
 from hutch.store.errors import UsageError
@@ -53,8 +52,7 @@ def blake3_bytes(data: bytes) -> Blake3Hex:
     return Blake3Hex(_blake3.blake3(data).hexdigest())
 
 
-@dataclass(frozen=True)
-class Pin:
+class Pin(NamedTuple):
     """A digest the user pinned: ``algo`` in ALGOS, ``hex`` lowercase."""
 
     algo: str

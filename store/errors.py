@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class HutchError(Exception):
@@ -106,8 +106,7 @@ class DigestMismatch(IntegrityError):
         )
 
 
-@dataclass(frozen=True)
-class Damage:
+class Damage(NamedTuple):
     """One object an artifact needs that is not intact."""
 
     path: str  # the member path in the artifact

@@ -22,9 +22,8 @@ import pwd
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from hutch.store import faults
 from hutch.store.errors import (
@@ -59,8 +58,7 @@ TOUCH_AFTER = 3600.0
 _PARTS_FROM = 1000
 
 
-@dataclass(frozen=True)
-class InstallOptions:
+class InstallOptions(NamedTuple):
     link: LinkMode = "auto"
     verify: Level = "stat"
     force: bool = False
@@ -70,8 +68,7 @@ class InstallOptions:
     limits: Limits | None = None
 
 
-@dataclass(frozen=True)
-class InstallResult:
+class InstallResult(NamedTuple):
     dest: Path
     files: int
     repaired: int  # damaged files healed before linking
@@ -97,7 +94,7 @@ def install_all(
         return [_install_or_error(store, record, dest, options) for record, dest in pairs]
     if options.fetch is not None:
         # One progress bar per worker (a heal's fetch), all on one terminal, would garble.
-        options = replace(options, fetch=replace(options.fetch, progress=False))
+        options = options._replace(fetch=options.fetch._replace(progress=False))
     root = store.layout.root
 
     def install_here(i: int) -> InstallResult | HutchError:

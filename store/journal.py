@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import lmdb
 from hutch.store.errors import ReadOnlyStore, StoreError, store_error
@@ -266,8 +266,7 @@ class Txn:
             self._txn.delete(record.manifest.encode(), db=self._dbs["manifests"])
 
 
-@dataclass(frozen=True)
-class ReaderSlot:
+class ReaderSlot(NamedTuple):
     """One slot of LMDB's reader table (Journal.readers())."""
 
     pid: int

@@ -13,8 +13,8 @@ from __future__ import annotations
 import grp
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hutch.store.errors import UsageError, store_error
 from hutch.store.fsutil import atomic_write
@@ -30,8 +30,7 @@ FANOUT = [f"{i:02x}" for i in range(256)]
 FIXED_LOCKS = ("gc.lock",)
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     root: Path
     journal: Path
 
@@ -77,8 +76,7 @@ class Layout:
         return Modes.load(self)
 
 
-@dataclass(frozen=True)
-class ObjectsDir:
+class ObjectsDir(NamedTuple):
     """objects/ as an add writes into it: content whose digest is known goes
     straight to its object path (extract/writer.py, spec/store.md §7 step 5)."""
 
@@ -94,8 +92,7 @@ class ObjectsDir:
         self.modes.mkdir(Path(path).parent, parents=True)
 
 
-@dataclass(frozen=True)
-class Modes:
+class Modes(NamedTuple):
     """Permission bits for a private or a group-shared store (spec/permissions.md).
 
     ``dir`` is for every directory, ``file`` for the metadata every writer must

@@ -22,9 +22,8 @@ import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 LinkMode = Literal["auto", "reflink", "hardlink", "copy", "symlink"]
 MODES: tuple[LinkMode, ...] = ("auto", "reflink", "hardlink", "copy", "symlink")
@@ -46,8 +45,7 @@ _ORDER = ("reflink", "hardlink", "copy", "symlink")
 _Fill = Callable[[int, int], object]
 
 
-@dataclass(frozen=True)
-class Fallback:
+class Fallback(NamedTuple):
     """One reason a way of linking was refused: `hardlink`, `EPERM`, and why."""
 
     way: str
