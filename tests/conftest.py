@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 import sysconfig
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,17 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
         if key.startswith("HUTCH_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("HUTCH_HTTP_BACKOFF", "0.01")
+
+
+@pytest.fixture
+def lone_thread() -> None:
+    """Wait until this process runs no other thread: parallel.forked() falls back to
+    threads while another is alive, and a loopback server of an earlier test may still
+    be ending its handler threads. For tests that fork in-process, as a command does."""
+    deadline = time.monotonic() + 30
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == 1, f"threads still alive: {threading.enumerate()}"
 
 
 @pytest.fixture(scope="session")

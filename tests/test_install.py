@@ -507,7 +507,7 @@ def test_big_tree_built_in_parts_is_the_same_tree(
 
 
 def test_a_big_tree_takes_up_the_slot_of_a_finished_install(
-    hutch: Hutch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hutch: Hutch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lone_thread: None
 ) -> None:
     """install.md §5: several installs build a tree per worker; once the small tree's
     worker has ended, its slot goes to the big tree still being built, whose back half a

@@ -26,14 +26,8 @@ from hypothesis import strategies as st
 
 
 @pytest.fixture(autouse=True)
-def _no_stray_threads() -> None:
-    """forked() falls back to threads while another thread is alive. A loopback server of
-    an earlier test may still be ending its handler threads: wait for them, so these tests
-    fork as a command does."""
-    deadline = time.monotonic() + 30
-    while threading.active_count() > 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert threading.active_count() == 1, f"threads still alive: {threading.enumerate()}"
+def _no_stray_threads(lone_thread: None) -> None:
+    """These tests fork as a command does (conftest.lone_thread)."""
 
 
 def test_map_chunks_keeps_order_and_covers_every_item(monkeypatch: pytest.MonkeyPatch) -> None:
