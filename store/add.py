@@ -70,7 +70,9 @@ def add_all(store: Store, requests: Sequence[AddRequest]) -> list[AddResult | Hu
     # the biggest one at all: the slot of each worker that ends with nothing
     # left to start is lent to those still running (a big zip takes it up,
     # extract/zip.py).
-    return forked(add_here, requests, running=2 * width(), lend=True)
+    return forked(
+        add_here, requests, running=2 * width(), lend=True, alone=lambda r: source_url(r.source)
+    )
 
 
 def _add_or_error(store: Store, request: AddRequest) -> AddResult | HutchError:

@@ -105,7 +105,9 @@ def install_all(
     # Biggest first: the trees that start last are small ones, and the last
     # one still running when the others end is split onto their slots.
     order = sorted(range(len(pairs)), key=lambda i: -pairs[i][0].files)
-    done = forked(install_here, order, running=width(), lend=True)
+    done = forked(
+        install_here, order, running=width(), lend=True, alone=lambda i: f"DEST {pairs[i][1]}"
+    )
     results: list[InstallResult | HutchError] = list(done)
     for i, result in zip(order, done, strict=True):
         results[i] = result
@@ -119,12 +121,20 @@ def _install_or_error(
         return install(store, record, dest, options)
     except HutchError as exc:
         return exc
+    except OSError as exc:  # one no seam translated: still this pair's failure alone
+        return store_error("install into", dest, exc)
 
 
 def _nested(dests: Sequence[Path]) -> bool:
-    """Whether one DEST lies inside another: then one after another, in the order given."""
+    """Whether one DEST lies inside another (or is another): then one after another.
+
+    Each DEST's parent is resolved (`..`, symlinks: a shell's $PWD may reach the
+    same directory by another way than a relative DEST); DEST itself is not,
+    since a DEST that is a symlink is replaced, not followed.
+    """
+    real = [Path(os.path.realpath(d.parent)) / d.name for d in dests]
     # Sorted by components, whatever lies inside a DEST comes right after it.
-    ordered = sorted(d.parts for d in dests)
+    ordered = sorted(d.parts for d in real)
     return any(b[: len(a)] == a for a, b in itertools.pairwise(ordered))
 
 
@@ -135,7 +145,10 @@ def install(
     with store.journal.read() as txn:
         manifest = store.manifest(txn, record)
     entries = _select(manifest.entries, options.strip_components, options.subdir)
-    replacing = dest.exists() or dest.is_symlink()
+    try:
+        replacing = dest.exists() or dest.is_symlink()
+    except OSError as exc:  # ENAMETOOLONG, EACCES on a parent
+        raise store_error("install into", dest, exc) from exc
     if replacing and not options.force:
         raise UsageError(
             f"destination {dest} already exists", hint="use --force to replace it atomically"

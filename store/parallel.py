@@ -149,6 +149,7 @@ def forked(
     running: int | None = None,
     here: bool = False,
     lend: bool = False,
+    alone: Callable[[T], str] | None = None,
 ) -> list[R]:
     """``fn(item)`` for every item, each in a forked child, ``running`` at a time; results in order.
 
@@ -160,6 +161,11 @@ def forked(
     ``lend``: once no item is left to start, each child that ends lends its
     slot to those still running, which spread() takes up: the last, biggest
     item does not run alone on one core while the others idle.
+    ``alone``: each item succeeds or fails on its own, for an ``fn`` that returns
+    its failure as a value (add_all, install_all: R admits a HutchError). A
+    worker that ends without a result (killed) gives its item a WorkerDied,
+    named by ``alone(item)``, instead of failing the whole call.
+    Every child dies with this process (a command killed leaves nothing writing).
     Falls back to threads (map_chunks) where forking is unsafe: with another
     thread alive, fork(2) would copy a lock that thread holds, held forever in
     the child. A child must not touch what cannot cross fork: LMDB environments
@@ -237,9 +243,14 @@ def forked(
     out: list[R] = []
     for i, result in enumerate(results):
         if result is None:
-            raise WorkerDied(f"the worker for item {i + 1} of {len(items)} ended without a result "
-                             f"({_how(statuses.get(i, 0))})", hint="run the command again; "
-                             "if it keeps happening, run the items one at a time")  # fmt: skip
+            which = alone(items[i]) if alone else f"item {i + 1} of {len(items)}"
+            died = WorkerDied(f"the worker for {which} ended without a result "
+                              f"({_how(statuses.get(i, 0))})", hint="run the command again; "
+                              "if it keeps happening, run the items one at a time")  # fmt: skip
+            if alone is None:
+                raise died
+            out.append(cast("R", died))
+            continue
         kind, value = result
         if kind == "raised":
             raise cast("BaseException", value)
@@ -250,10 +261,11 @@ def forked(
 def _fork(fn: Callable[[T], R], item: T, *, helper: bool = False) -> tuple[int, int]:
     """A child computing ``fn(item)`` and sending it, pickled, through a pipe: (pid, read fd).
 
-    ``helper`` (spread): the child runs on a lent slot inside a worker. It dies
-    with the worker (a worker killed must not leave it writing into a store
-    it no longer guards), and gives the slot back itself once its work is
-    done, before it sends the result.
+    Every child dies with the process that forked it (a command or a worker
+    killed must not leave children writing into a store, or publishing a
+    tree, that nothing guards any more). ``helper`` (spread): the child runs on
+    a lent slot inside a worker, and gives the slot back itself once its work
+    is done, before it sends the result.
     """
     import pickle
 
@@ -273,12 +285,11 @@ def _fork(fn: Callable[[T], R], item: T, *, helper: bool = False) -> tuple[int, 
     try:
         _Process.in_worker = True
         os.close(r)
-        if helper:
-            _die_with(parent)
-            if _Process.result_fd is not None:
-                # The worker's own result pipe: held open here, the worker's
-                # parent would not see it end until this helper did.
-                os.close(_Process.result_fd)
+        _die_with(parent)
+        if helper and _Process.result_fd is not None:
+            # The worker's own result pipe: held open here, the worker's
+            # parent would not see it end until this helper did.
+            os.close(_Process.result_fd)
         _Process.result_fd = w
         raised = True
         try:

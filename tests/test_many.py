@@ -3,8 +3,13 @@ and pins carried by the source (`URL#sha256=HEX`). spec/cli.md §add, §install.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -99,19 +104,94 @@ def test_install_pairs(hutch: Hutch, wheels: list[Path], sdist: Path, tmp_path: 
         assert tree(tmp_path / f"d{i}") == tree(single)
 
 
+@pytest.mark.parametrize("spelling", ["plain", "symlink", "dotdot"])
 def test_install_pairs_one_inside_another_in_the_order_given(
-    hutch: Hutch, wheels: list[Path], sdist: Path, tmp_path: Path
+    hutch: Hutch, wheels: list[Path], sdist: Path, tmp_path: Path, spelling: str
 ) -> None:
     """cli.md install: pairs are installed side by side, except where one DEST lies
-    inside another: then in the order given, the inner tree into the outer one."""
+    inside another, however each is spelled: then in the order given, the inner tree
+    into the outer one."""
     outer_id, inner_id = hutch.ok("add", sdist, wheels[0]).split()
-    outer = tmp_path / "d"
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "alias").symlink_to(real)
+    outer = real / "d"
     inner = outer / "vendor" / "inner"
-    hutch.ok("install", outer_id, outer, inner_id, inner, "--link", "hardlink")
+    given = {
+        "plain": outer,
+        "symlink": tmp_path / "alias" / "d",
+        "dotdot": real / ".." / "real" / "d",
+    }[spelling]
+    hutch.ok("install", outer_id, given, inner_id, inner, "--link", "hardlink")
     hutch.ok("install", outer_id, tmp_path / "outer", inner_id, tmp_path / "inner")
     assert tree(inner) == tree(tmp_path / "inner")
     outside = {p: v for p, v in tree(outer).items() if not p.startswith("vendor")}
     assert outside == tree(tmp_path / "outer")
+
+
+def _children(parent: int) -> list[int]:
+    return [
+        int(p.parent.name)
+        for p in Path("/proc").glob("[0-9]*/stat")
+        if _stat_fields(p)[1:2] == [str(parent)]
+    ]
+
+
+def _stat_fields(path: Path) -> list[str]:
+    try:
+        return path.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def test_install_pairs_a_killed_worker_fails_its_pair_alone(
+    hutch: Hutch, wheels: list[Path], sdist: Path, tmp_path: Path
+) -> None:
+    """cli.md install: a worker killed (here each, at install.built) is its own pair's
+    failure, named by its DEST; every pair is reported; nothing half-built is left."""
+    ids = hutch.ok("add", sdist, wheels[0]).split()
+    dests = [tmp_path / "out" / "d0", tmp_path / "out" / "d1"]
+    pairs = [x for aid, d in zip(ids, dests, strict=True) for x in (aid, d)]
+    env = {**hutch.env, "HUTCH_THREADS": "2", "HUTCH_CRASH_AT": "install.built"}
+    result = hutch("install", *pairs, env=env)
+    assert result.returncode == 1, result.stderr
+    for d in dests:
+        assert f"the worker for DEST {d} ended without a result (killed by signal 9)" in (
+            result.stderr
+        ), result.stderr
+    assert "2 of 2 installs failed" in result.stderr
+    assert not any(d.exists() for d in dests)
+    hutch.ok("install", *pairs)  # and the dead workers' temporary trees go
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["d0", "d1"]
+
+
+def test_install_pairs_workers_die_with_the_command(
+    hutch: Hutch, wheels: list[Path], sdist: Path, tmp_path: Path
+) -> None:
+    """install.md §5: a command killed by its caller (a build tool's timeout) takes its
+    workers with it: no tree is published after the command ended."""
+    ids = hutch.ok("add", sdist, wheels[0]).split()
+    dests = [tmp_path / "d0", tmp_path / "d1"]
+    pairs = [str(x) for aid, d in zip(ids, dests, strict=True) for x in (aid, d)]
+    env = {**hutch.env, "HUTCH_THREADS": "2", "HUTCH_STOP_AT": "install.built"}
+    cmd = [sys.executable, "-m", "hutch", "--store", str(hutch.store), "install", *pairs]
+    with subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            stopped: list[int] = []
+            while len(stopped) < 2 and time.monotonic() < deadline:
+                stopped = [c for c in _children(proc.pid) if _stat_fields(
+                    Path(f"/proc/{c}/stat"))[:1] in (["T"], ["t"])]  # fmt: skip
+                time.sleep(0.02)
+            assert len(stopped) == 2, "the workers did not reach install.built"
+        finally:
+            proc.kill()
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    time.sleep(0.5)
+    assert not any(d.exists() for d in dests)
+    assert all(_stat_fields(Path(f"/proc/{pid}/stat"))[:1] in ([], ["Z"]) for pid in stopped)
 
 
 def test_install_pairs_add_missing_urls_concurrently(
