@@ -18,6 +18,7 @@ tests can assert what the client asked for, including resumed ranges.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import fcntl
 import hashlib
@@ -218,9 +219,17 @@ class FaultServer:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop serving and end every handler thread before returning.
+
+        A handler may be blocked on a client that neither reads nor hangs up
+        (a keep-alive connection left in a pool): its socket is shut down,
+        which wakes it. Tests that fork in-process need no thread left behind
+        (parallel.forked falls back to threads while one lives).
+        """
         self._closing.set()
         self._httpd.shutdown()
-        self._httpd.server_close()
+        self._httpd.drop_connections()
+        self._httpd.server_close()  # joins the handler threads (block_on_close)
         self._thread.join()
 
     def __enter__(self) -> Self:
@@ -259,8 +268,32 @@ class FaultServer:
 
 
 class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+    # Handler threads are joined by server_close(), once drop_connections() woke them.
+    daemon_threads = False
+    block_on_close = True
     owner: FaultServer
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
+        super().__init__(address, handler)
+        self._live: set[socket.socket] = set()
+        self._live_lock = threading.Lock()
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        with self._live_lock:
+            self._live.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
+        with self._live_lock:
+            self._live.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        with self._live_lock:
+            live = list(self._live)
+        for sock in live:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: object, client_address: object) -> None:
         # Clients that hang up mid-body are the point of this server; stay quiet.
