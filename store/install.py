@@ -108,10 +108,8 @@ def install_all(
     done = forked(
         install_here, order, running=width(), lend=True, alone=lambda i: f"DEST {pairs[i][1]}"
     )
-    results: list[InstallResult | HutchError] = list(done)
-    for i, result in zip(order, done, strict=True):
-        results[i] = result
-    return results
+    by_pair = dict(zip(order, done, strict=True))
+    return [by_pair[i] for i in range(len(pairs))]
 
 
 def _install_or_error(
@@ -121,7 +119,7 @@ def _install_or_error(
         return install(store, record, dest, options)
     except HutchError as exc:
         return exc
-    except OSError as exc:  # one no seam translated: still this pair's failure alone
+    except OSError as exc:  # one no seam translated (ENAMETOOLONG from DEST): this pair's alone
         return store_error("install into", dest, exc)
 
 
@@ -145,10 +143,7 @@ def install(
     with store.journal.read() as txn:
         manifest = store.manifest(txn, record)
     entries = _select(manifest.entries, options.strip_components, options.subdir)
-    try:
-        replacing = dest.exists() or dest.is_symlink()
-    except OSError as exc:  # ENAMETOOLONG, EACCES on a parent
-        raise store_error("install into", dest, exc) from exc
+    replacing = dest.exists() or dest.is_symlink()
     if replacing and not options.force:
         raise UsageError(
             f"destination {dest} already exists", hint="use --force to replace it atomically"
