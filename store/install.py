@@ -38,7 +38,7 @@ from hutch.store.errors import (
 )
 from hutch.store.fsutil import UnsafePath, current_umask, safe_relpath
 from hutch.store.journal import ArtifactRecord, Txn
-from hutch.store.link import Check, Job, Linker, LinkFailed, LinkMode
+from hutch.store.link import Check, Dirs, Job, Linker, LinkFailed, LinkMode, opened
 from hutch.store.manifest import Entry, Manifest, escapes, path_order
 from hutch.store.parallel import can_fork, forked, split, spread, width
 from hutch.store.store import Store
@@ -333,8 +333,9 @@ def _build(
     CPU than one thread), so the entries are cut into one contiguous part per
     core and each part is built by a process of its own (parallel.forked),
     the directories its entries need first made here (_shared_dirs).
-    Paths are joined as strings: pathlib costs ~10 µs a join, more than the
-    link(2) it would feed.
+    Every call starts from a descriptor of the objects directory or of
+    ``root`` (link.Dirs); paths are joined as strings: pathlib costs ~10 µs
+    a join, more than the link(2) it would feed.
     """
     # Directories are 0755 whatever the umask (umask 077 would make them 0700,
     # and an installed tree is meant to be used by others, e.g. a build user).
@@ -342,17 +343,18 @@ def _build(
     fix = mask is None or bool(mask & 0o055)
     exact = mask is None or bool(mask & 0o755)  # else no fchmod per copied file
     _mkdir(root, fix)
-    count = width() if len(entries) >= _PARTS_FROM else 1
-    if count == 1:
-        return _build_in_order(objects, root, entries, mode, check, fix=fix, exact=exact)
-    parts = split(entries, count)
-    made = _shared_dirs(entries, parts)
-    for path in sorted(made, key=path_order):  # parents first
-        _mkdir(f"{root}/{path}", fix)
-    build = functools.partial(
-        _build_part, objects, root, mode=mode, check=check, fix=fix, exact=exact, made=made
-    )
-    return Linker.merged(mode, forked(build, parts, here=True))
+    with opened(objects, root) as at:
+        count = width() if len(entries) >= _PARTS_FROM else 1
+        if count == 1:
+            return _build_in_order(at, entries, mode, check, fix=fix, exact=exact)
+        parts = split(entries, count)
+        made = _shared_dirs(entries, parts)
+        for path in sorted(made, key=path_order):  # parents first
+            _mkdir(path, fix, at)
+        build = functools.partial(
+            _build_part, at, mode=mode, check=check, fix=fix, exact=exact, made=made
+        )
+        return Linker.merged(mode, forked(build, parts, here=True))
 
 
 def _shared_dirs(entries: Sequence[Entry], parts: Sequence[Sequence[Entry]]) -> set[str]:
@@ -375,8 +377,7 @@ def _needed_before(first: str, dirs: set[str]) -> list[str]:
 
 
 def _build_in_order(
-    objects: str,
-    root: str,
+    at: Dirs,
     entries: Sequence[Entry],
     mode: LinkMode,
     check: Check | None,
@@ -393,11 +394,11 @@ def _build_in_order(
     linker = Linker(mode, exact_modes=exact)
 
     def here(r: range) -> None:
-        _place(objects, root, entries[r.start : r.stop], linker, check, fix=fix, made=made)
+        _place(at, entries[r.start : r.stop], linker, check, fix=fix, made=made)
 
     def there(r: range) -> Linker:
         part = entries[r.start : r.stop]
-        return _build_part(objects, root, part, mode, check, fix=fix, exact=exact, made=made)
+        return _build_part(at, part, mode, check, fix=fix, exact=exact, made=made)
 
     def before(cut: int) -> None:
         if not dirs:
@@ -406,7 +407,7 @@ def _build_in_order(
             if path in made:
                 continue
             try:
-                _mkdir(f"{root}/{path}", fix)
+                _mkdir(path, fix, at)
             except FileExistsError:
                 continue  # made here already: the build is past it
             made.add(path)
@@ -418,8 +419,7 @@ def _build_in_order(
 
 
 def _build_part(
-    objects: str,
-    root: str,
+    at: Dirs,
     entries: Sequence[Entry],
     mode: LinkMode,
     check: Check | None,
@@ -430,13 +430,12 @@ def _build_part(
 ) -> Linker:
     """One part of a tree, in path order; directories in ``made`` exist already."""
     linker = Linker(mode, exact_modes=exact)
-    _place(objects, root, entries, linker, check, fix=fix, made=made)
+    _place(at, entries, linker, check, fix=fix, made=made)
     return linker
 
 
 def _place(
-    objects: str,
-    root: str,
+    at: Dirs,
     entries: Sequence[Entry],
     linker: Linker,
     check: Check | None,
@@ -444,30 +443,39 @@ def _place(
     fix: bool,
     made: set[str],
 ) -> None:
-    """``entries`` under ``root`` through ``linker``; directories in ``made`` exist already."""
+    """``entries`` under ``at.root`` through ``linker``; directories in ``made`` exist already."""
     jobs: list[Job] = []
     symlinks: list[tuple[str, str]] = []
     # extract lists every implied directory, so no per-file existence checks are needed.
     for e in entries:
-        path = f"{root}/{e.path}"
         if e.type == "file":
             key = e.object_key
-            jobs.append((key, f"{objects}/{key[:2]}/{key[2:]}", path, bool(e.exec), e.size or 0))
+            jobs.append((key, f"{key[:2]}/{key[2:]}", e.path, bool(e.exec), e.size or 0))
         elif e.type == "dir":
             if e.path not in made:
-                _mkdir(path, fix)
+                _mkdir(e.path, fix, at)
         else:
             assert e.target is not None
-            symlinks.append((e.target, path))
-    linker.link_many(jobs, check)
+            symlinks.append((e.target, e.path))
+    linker.link_many(jobs, at, check)
     for target, path in symlinks:
-        os.symlink(target, path)
+        try:
+            os.symlink(target, path, dir_fd=at.root_fd)
+        except OSError as exc:
+            raise at.in_root(exc, path) from None
 
 
-def _mkdir(path: str, fix: bool) -> None:
-    os.mkdir(path, 0o755)
-    if fix:
-        os.chmod(path, 0o755)
+def _mkdir(path: str, fix: bool, at: Dirs | None = None) -> None:
+    """``path`` (under ``at.root``, if given) as 0755, whatever the umask."""
+    fd = None if at is None else at.root_fd
+    try:
+        os.mkdir(path, 0o755, dir_fd=fd)
+        if fix:
+            os.chmod(path, 0o755, dir_fd=fd)
+    except OSError as exc:
+        if at is None:
+            raise
+        raise at.in_root(exc, path) from None
 
 
 _RENAME_NOREPLACE = 1

@@ -104,13 +104,14 @@ def _shape_problem(st: os.stat_result, size: int, key: str) -> str | None:
     return None
 
 
-def stat_problem(path: str, size: int, key: str) -> str | None:
+def stat_problem(path: str, size: int, key: str, dir_fd: int | None = None) -> str | None:
     """What `--verify stat` finds wrong with the object at ``path``, or None.
 
-    Also called by the processes that build an install's tree, just before each link.
+    Also called by the processes that build an install's tree, just before
+    each link, with ``path`` under the objects directory ``dir_fd`` opens.
     """
     try:
-        st = os.lstat(path)  # a symlink at an object's path is damage, as in full_problem
+        st = os.lstat(path, dir_fd=dir_fd)  # a symlink there is damage, as in full_problem
     except FileNotFoundError:
         return "missing"
     except OSError as exc:

@@ -525,13 +525,13 @@ def test_a_big_tree_takes_up_the_slot_of_a_finished_install(
 
     def slow_place(*args: Any, **kwargs: Any) -> None:
         # In steps of 64 entries: the small tree ends while the big one has most to go.
-        if len(args[2]) == 64:
+        if len(args[1]) == 64:
             time.sleep(0.02)
         real_place(*args, **kwargs)
 
     def logged_part(*args: Any, **kwargs: Any) -> Any:
         with log.open("a") as f:  # only a helper builds a part of a tree alone
-            f.write(f"{os.getpid()} {len(args[2])}\n")
+            f.write(f"{os.getpid()} {len(args[1])}\n")
         return real_part(*args, **kwargs)
 
     monkeypatch.setattr(installing, "_place", slow_place)
@@ -577,6 +577,30 @@ def test_link_failure_in_a_worker_is_reported_like_anywhere_else(
     result = run(hutch, "install", aid, dest, "--link", "reflink", env={"HUTCH_THREADS": "2"})
     # The first file in path order: the first part's, built by a forked child.
     _assert_reflink_refused(hutch, result, dest, f"{dest}/pkg a/sub-2/f000.sh with")
+
+
+@pytest.mark.parametrize(("link", "inodes"), [("auto", 60), ("symlink", 60), ("auto", 4)])
+def test_a_full_dest_filesystem_names_the_path_in_full(
+    hutch: Hutch, tmp_path: Path, mounts: Mounts, link: str, inodes: int
+) -> None:
+    """install.md §2: out of inodes on DEST's filesystem (a copy, a symlink or, with 4
+    inodes, a directory that cannot be made): exit 6, ENOSPC and the full path of what
+    could not be made (the tree is built from directory descriptors, link.Dirs), a
+    hint, and nothing left behind."""
+    aid = add(hutch, _big_tree(tmp_path / "big.tar.gz"))
+    full = mounts._mount(
+        ["-t", "tmpfs", "-o", f"size=64m,nr_inodes={inodes}", "hutch-test"], tmp_path / "full"
+    )
+    dest = full / "dest"
+    result = run(hutch, "install", aid, dest, "--link", link, env={"HUTCH_THREADS": "2"})
+    assert result.returncode == 6, result.stderr
+    cause = re.search(r"caused by: No space left on device \(ENOSPC\): (.*)", result.stderr)
+    assert cause, result.stderr
+    built = re.escape(f"{full}/.dest.hutch-tmp-")
+    assert re.search(rf"(^| -> ){built}\d+-[0-9a-f]+/pkg", cause[1]), cause[1]
+    assert "hint: free space on that filesystem" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(full.iterdir()) == []
 
 
 # -- destinations -------------------------------------------------------------------

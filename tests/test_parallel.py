@@ -100,7 +100,7 @@ def test_forked_runs_in_children_and_returns_in_order(monkeypatch: pytest.Monkey
     got = parallel.forked(lambda x: (x * 2, os.getpid()), list(range(5)))
     assert [v for v, _ in got] == [0, 2, 4, 6, 8]
     assert all(pid != me for _, pid in got)
-    assert len({pid for _, pid in got}) == 5  # one child per item
+    assert len({pid for _, pid in got}) == 2  # two lanes take the five items between them
 
 
 def test_forked_children_are_reaped_once_they_end(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -344,6 +344,66 @@ def test_a_worker_that_dies_is_reported(monkeypatch: pytest.MonkeyPatch) -> None
 
     with pytest.raises(parallel.WorkerDied, match=r"item 2 of 3 .*killed by signal 9"):
         parallel.forked(die, [0, 1, 2])
+
+
+def test_a_new_lane_takes_the_items_after_one_that_killed_its_lane(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lane killed holding an item fails that item alone (``alone``); the items still
+    to start go to a new lane, and the other lane goes on taking them."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+
+    def work(i: int) -> tuple[int, int]:
+        if i == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.01)
+        return i, os.getpid()
+
+    got = parallel.forked(work, list(range(6)), alone=lambda i: f"number {i}")
+    died = got[1]
+    assert isinstance(died, parallel.WorkerDied)
+    assert "the worker for number 1 ended without a result (killed by signal 9)" in str(died)
+    done = [g for k, g in enumerate(got) if k != 1]
+    assert [i for i, _ in done] == [0, 2, 3, 4, 5]
+    assert len({pid for _, pid in done}) == 2  # the first lane and the one after the killed
+
+
+class _Unreadable:
+    """A result that pickles in the child and raises when the parent unpickles it."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_read_back, (self.parent,))
+
+
+def _read_back(parent: int) -> None:
+    if os.getpid() == parent:
+        raise RuntimeError("cannot read this result")
+
+
+@pytest.mark.timeout(30)
+def test_an_error_in_the_parent_ends_the_lanes_waiting_for_an_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parent fails between two items (here: a result it cannot read): every lane,
+    the one waiting for its next item too, is told to end and reaped; nothing hangs
+    (a lane forked later holds the first lane's pipe open, so closing it is not enough)."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+    me = os.getpid()
+
+    def work(i: int) -> object:
+        if i == 0:
+            return _Unreadable(me)
+        time.sleep(0.2)
+        return i
+
+    with pytest.raises(RuntimeError, match="cannot read this result"):
+        parallel.forked(work, list(range(4)))
+    parallel._reap(block=True)
+    with pytest.raises(ChildProcessError):  # every lane has ended and been reaped
+        os.waitpid(-1, os.WNOHANG)
 
 
 def test_forked_falls_back_to_threads_when_another_thread_runs(
