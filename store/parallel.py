@@ -9,9 +9,10 @@ issue 7) is not needed.
 Processes where Python itself is the work: hashing thousands of small files
 or parsing an archive costs ~15 µs of interpreter per file, under the GIL, so
 two threads are no faster than one (measured: verify --full of 7244 objects,
-0.10 s on one thread or two). ``forked`` runs each part in a fork()ed child,
-which inherits everything already imported and loaded, and pickles only the
-result back through a pipe.
+0.10 s on one thread or two). ``forked`` runs the parts in fork()ed children
+(one per core, each taking the next part when done), which inherit
+everything already imported and loaded, and pickle only the results back
+through a pipe.
 
 ``HUTCH_THREADS`` overrides the width (default: the CPUs this process may
 run on, at most 8). On NFS, where each call waits for the server, more
@@ -27,7 +28,7 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar, cast
+from typing import ClassVar, TypeVar, cast
 
 from hutch.store.errors import HutchError
 
@@ -43,6 +44,11 @@ class _Process:
     # of workers that finished when no item was left to start (see spread).
     slots: tuple[int, int] | None = None
     result_fd: int | None = None  # in a child of _fork: the pipe its result goes to
+    # The pipe ends this process holds for its children. A child forked after
+    # closes them: a sibling holding one would keep that pipe from ending (a
+    # lane would wait forever for its next item, or block sending a result
+    # nobody reads).
+    held: ClassVar[set[int]] = set()
 
 
 def can_fork() -> bool:
@@ -168,10 +174,13 @@ def forked(
     item does not run alone on one core while the others idle.
     ``alone``: each item succeeds or fails on its own, for an ``fn`` that returns
     its failure as a value (add_all, install_all: R admits a HutchError). A
-    lane that ends without a result (killed) gives the item it held a
-    WorkerDied, named by ``alone(item)``, instead of failing the whole call;
-    the items after it go to a new lane.
-    Every child dies with this process (a command killed leaves nothing writing).
+    lane that ends without a result (killed), or sends one this process
+    cannot unpickle, gives the item it held a WorkerDied, named by
+    ``alone(item)``, instead of failing the whole call; the items after it go
+    to a new lane.
+    Every child dies with this process (a command killed leaves nothing
+    writing), and holds no pipe of its siblings (_Process.held): closing a
+    lane's pipes ends it, however the parent was interrupted.
     Falls back to threads (map_chunks) where forking is unsafe: with another
     thread alive, fork(2) would copy a lock that thread holds, held forever in
     the child. A child must not touch what cannot cross fork: LMDB environments
@@ -188,6 +197,7 @@ def forked(
         return [r for part in parts for r in part]
     results: list[tuple[str, object] | None] = [None] * len(items)
     statuses: dict[int, int] = {}
+    unread: dict[int, str] = {}  # results that came but could not be unpickled
     mine = len(items) - 1 if here else None
     pending = iter(range(len(items) - 1 if here else len(items)))
     lanes: dict[int, _Lane] = {}  # by the read end of its results
@@ -202,11 +212,14 @@ def forked(
         """Give ``lane`` the next item, or end it (and lend its slot) if none is left."""
         nxt = next(pending, None)
         lane.item = nxt
+        if nxt is None:
+            lane.end()
+            lend_slot()
+            return
+        assert lane.orders is not None  # only end() closes it
         # A lane killed meanwhile (EPIPE) is seen to end just after: its item died with it.
         with contextlib.suppress(BrokenPipeError):
-            os.write(lane.orders, (-1 if nxt is None else nxt).to_bytes(4, "little", signed=True))
-        if nxt is None:
-            lend_slot()
+            os.write(lane.orders, nxt.to_bytes(4, "little"))
 
     def lend_slot() -> None:
         if lent is not None and any(x.item is not None for x in lanes.values()):
@@ -232,13 +245,16 @@ def forked(
                 if chunk:
                     lane.got += chunk
                     while lane.item is not None and (frame := _unframe(lane.got)) is not None:
-                        # Bytes from our own forked child, through a pipe only it could write.
-                        results[lane.item] = pickle.loads(frame)  # noqa: S301
+                        try:
+                            # Bytes from our own forked child, through a pipe only it could write.
+                            results[lane.item] = pickle.loads(frame)  # noqa: S301
+                        except Exception as exc:  # a class that pickles but cannot be rebuilt
+                            unread[lane.item] = f"{type(exc).__name__}: {exc}"
                         next_for(lane)
                     continue
                 sel.unregister(lane.results)
-                lane.close()
                 del lanes[lane.results]
+                lane.close()
                 if lane.item is None:
                     _exiting.append(lane.pid)
                     continue
@@ -250,13 +266,11 @@ def forked(
                 else:
                     lend_slot()
     finally:
-        for lane in lanes.values():  # interrupted: let them end, then reap them
-            if lane.item is not None:
-                # No next item: one waiting for it must not wait on (closing
-                # is not enough: a lane forked later holds this pipe too).
-                with contextlib.suppress(OSError):
-                    os.write(lane.orders, (-1).to_bytes(4, "little", signed=True))
+        # Interrupted: every pipe closed first (a lane waiting for its next item
+        # sees it end, one still working fails to send: EPIPE), then all reaped.
+        for lane in lanes.values():
             lane.close()
+        for lane in lanes.values():
             status = os.waitpid(lane.pid, 0)[1]
             if lane.item is not None:
                 statuses[lane.item] = status
@@ -270,8 +284,11 @@ def forked(
     for i, result in enumerate(results):
         if result is None:
             which = alone(items[i]) if alone else f"item {i + 1} of {len(items)}"
-            died = WorkerDied(f"the worker for {which} ended without a result "
-                              f"({_how(statuses.get(i, 0))})", hint="run the command again; "
+            if i in unread:
+                why = f"sent a result this process could not read ({unread[i]})"
+            else:
+                why = f"ended without a result ({_how(statuses.get(i, 0))})"
+            died = WorkerDied(f"the worker for {which} {why}", hint="run the command again; "
                               "if it keeps happening, run the items one at a time")  # fmt: skip
             if alone is None:
                 raise died
@@ -286,19 +303,30 @@ def forked(
 
 class _Lane:
     """A forked child as its parent sees it: where its results come from, where
-    its next item goes, and which item it holds (None: told to end)."""
+    its next item goes (closed: no next item), and which item it holds (None:
+    told to end)."""
 
     def __init__(self, pid: int, results: int, orders: int | None, item: int) -> None:
         self.pid = pid
         self.results = results
-        self.orders = orders if orders is not None else -1
+        self.orders = orders
         self.item: int | None = item
         self.got = bytearray()
+        _Process.held.update(fd for fd in (results, orders) if fd is not None)
+
+    def end(self) -> None:
+        """No next item: the lane sees its orders end, and exits."""
+        if self.orders is not None:
+            _Process.held.discard(self.orders)
+            os.close(self.orders)
+            self.orders = None
 
     def close(self) -> None:
-        os.close(self.results)
-        if self.orders >= 0:
-            os.close(self.orders)
+        self.end()
+        if self.results >= 0:
+            _Process.held.discard(self.results)
+            os.close(self.results)
+            self.results = -1
 
 
 def _frame(payload: bytes) -> bytes:
@@ -327,7 +355,7 @@ def _fork(
 ) -> _Lane:
     """A child computing ``fn(items[first])`` and sending it, pickled and framed,
     through a pipe. ``lane``: then it waits for the index of the next item to
-    compute, sent by the parent through a second pipe (-1: end).
+    compute, sent by the parent through a second pipe, until that pipe ends.
 
     Every child dies with the process that forked it (a command or a worker
     killed must not leave children writing into a store, or publishing a
@@ -359,14 +387,17 @@ def _fork(
         os.close(r)
         if orders is not None:
             os.close(orders[1])
+        for fd in _Process.held:  # its siblings' pipes
+            os.close(fd)
+        _Process.held = set()
         _die_with(parent)
         if helper and _Process.result_fd is not None:
             # The worker's own result pipe: held open here, the worker's
             # parent would not see it end until this helper did.
             os.close(_Process.result_fd)
         _Process.result_fd = w
-        i = first
-        while i >= 0:  # the parent's -1: no item left
+        i: int | None = first
+        while i is not None:
             try:
                 payload = pickle.dumps(("ok", fn(items[i])))
             except BaseException as exc:  # handed to the parent
@@ -380,9 +411,7 @@ def _fork(
             view = memoryview(_frame(payload))
             while view:
                 view = view[os.write(w, view) :]
-            if orders is None:
-                break
-            i = int.from_bytes(_read_exactly(orders[0], 4), "little", signed=True)
+            i = None if orders is None else _next_order(orders[0])
         # The parent sees the end now, not after this process's memory is
         # torn down (~1-2 ms): it reaps it later.
         os.close(w)
@@ -394,15 +423,15 @@ def _fork(
         os._exit(code)
 
 
-def _read_exactly(fd: int, n: int) -> bytes:
-    """``n`` bytes from a pipe; EOF (the parent gone) before them is an error."""
+def _next_order(fd: int) -> int | None:
+    """The index of the next item the parent gives, or None once it closes the pipe."""
     got = b""
-    while len(got) < n:
-        chunk = os.read(fd, n - len(got))
+    while len(got) < 4:
+        chunk = os.read(fd, 4 - len(got))
         if not chunk:
-            raise EOFError("the parent closed the pipe")
+            return None
         got += chunk
-    return got
+    return int.from_bytes(got, "little")
 
 
 def spread(
@@ -486,8 +515,15 @@ def _collect(helpers: Iterable[_Lane]) -> tuple[list[object], BaseException | No
                 error = error or WorkerDied(f"a helper ended without a result ({_how(status)})")
                 continue
             _exiting.append(helper.pid)
-            # Bytes from our own forked child, through a pipe only it could write.
-            kind, value = pickle.loads(frame)  # noqa: S301
+            try:
+                # Bytes from our own forked child, through a pipe only it could write.
+                kind, value = pickle.loads(frame)  # noqa: S301
+            except Exception as exc:  # a class that pickles but cannot be rebuilt
+                what = f"{type(exc).__name__}: {exc}"
+                error = error or WorkerDied(
+                    f"a helper sent a result this process could not read ({what})"
+                )
+                continue
             if kind == "raised":
                 error = error or cast("BaseException", value)
             else:

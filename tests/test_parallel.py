@@ -384,12 +384,11 @@ def _read_back(parent: int) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_an_error_in_the_parent_ends_the_lanes_waiting_for_an_item(
+def test_a_result_that_cannot_be_read_fails_the_call_once_every_lane_ended(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The parent fails between two items (here: a result it cannot read): every lane,
-    the one waiting for its next item too, is told to end and reaped; nothing hangs
-    (a lane forked later holds the first lane's pipe open, so closing it is not enough)."""
+    """Without ``alone``, a result the parent cannot unpickle fails the whole call,
+    naming the item and the cause, once the other items are done and every lane ended."""
     monkeypatch.setenv("HUTCH_THREADS", "2")
     me = os.getpid()
 
@@ -399,11 +398,70 @@ def test_an_error_in_the_parent_ends_the_lanes_waiting_for_an_item(
         time.sleep(0.2)
         return i
 
-    with pytest.raises(RuntimeError, match="cannot read this result"):
+    with pytest.raises(
+        parallel.WorkerDied,
+        match=r"item 1 of 4 sent a result this process could not read "
+        r"\(RuntimeError: cannot read this result\)",
+    ):
         parallel.forked(work, list(range(4)))
     parallel._reap(block=True)
     with pytest.raises(ChildProcessError):  # every lane has ended and been reaped
         os.waitpid(-1, os.WNOHANG)
+
+
+@pytest.mark.timeout(30)
+def test_the_parent_interrupted_alone_ends_every_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C reaching the parent alone (`kill -INT`), while one lane still works on a
+    result bigger than a pipe holds and another waits for its next item: both end (no
+    lane holds a sibling's pipe open), the interrupt is raised, nothing is left."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+
+    def work(i: int) -> object:
+        if i == 0:
+            time.sleep(1.5)  # still working when the parent is interrupted
+            return b"x" * 300_000
+        if i == 1:
+            # Once the parent waits for results: a signal during fork()'s own
+            # hooks is swallowed by Python ("Exception ignored in _releaseLock").
+            time.sleep(0.3)
+            os.kill(os.getppid(), signal.SIGINT)
+        return i
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        parallel.forked(work, list(range(40)))
+    assert time.monotonic() - start < 10
+    parallel._reap(block=True)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+class _TwoArgs(Exception):
+    """Pickles, and cannot be rebuilt from its args (its __init__ takes two)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a}{b}")
+
+
+def test_a_result_that_cannot_be_read_fails_its_item_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A result the parent cannot unpickle fails that item, named with the cause; the
+    other items' results are kept (``alone``)."""
+    monkeypatch.setenv("HUTCH_THREADS", "2")
+
+    def work(i: int) -> int:
+        if i == 1:
+            raise _TwoArgs("x", "y")
+        return i
+
+    got = parallel.forked(work, [0, 1, 2], alone=lambda i: f"number {i}")
+    assert got[0] == 0
+    assert got[2] == 2
+    assert isinstance(got[1], parallel.WorkerDied)
+    assert "the worker for number 1 sent a result this process could not read (TypeError" in str(
+        got[1]
+    )
 
 
 def test_forked_falls_back_to_threads_when_another_thread_runs(
