@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import click
 import pytest
 from conftest import Hutch, objects
 from hutch.store.errors import UsageError
@@ -462,12 +463,34 @@ def test_cli_start_up_imports_no_rich_lmdb_or_requests() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_install_and_add_import_no_other_command_module() -> None:
+    """Start-up: the commands of cli/admin, inspect and maintain load when named or
+    listed, not for `install` or `add`; every command is still listed and runs."""
+    code = (
+        "import sys, hutch.cli.app as a; "
+        "print(sorted(m for m in sys.modules if m.startswith('hutch.cli.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['hutch.cli.app', 'hutch.cli.output']"
+    listed = subprocess.run(
+        [sys.executable, "-m", "hutch", "--help"], capture_output=True, text=True, check=True
+    )
+    for name in ("add", "doctor", "gc", "init", "install", "log", "ls", "rm", "show", "stats"):
+        assert f"\n  {name} " in listed.stdout, listed.stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "hutch", "stats", "--help"], capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "Usage: hutch stats" in shown.stdout
+
+
 def _cli() -> ModuleType:
-    # cli/app.py registers the command modules as it loads, so it must load first.
+    # cli/app.py loads a command module when one of its commands is named.
     import hutch.cli.app
     import hutch.cli.inspect
 
-    assert hutch.cli.app.app.commands["ls"] is hutch.cli.inspect.ls
+    app = hutch.cli.app.app
+    assert app.get_command(click.Context(app), "ls") is hutch.cli.inspect.ls
     return hutch.cli.inspect
 
 
