@@ -282,8 +282,7 @@ def _symlink(at: Dirs, src: str, dst: str, _executable: bool, _exact: bool) -> N
 
 
 def _reflink(at: Dirs, src: str, dst: str, executable: bool, exact: bool) -> None:
-    fill: _Fill = lambda sfd, dfd: fcntl.ioctl(dfd, FICLONE, sfd)  # noqa: E731
-    _into_new_file(at, src, dst, executable, exact, fill)
+    _into_new_file(at, src, dst, executable, exact, _clone_fds)
 
 
 def _copy(at: Dirs, src: str, dst: str, executable: bool, exact: bool) -> None:
@@ -306,6 +305,10 @@ def _into_new_file(
         os.close(dfd)
     finally:
         os.close(sfd)
+
+
+def _clone_fds(sfd: int, dfd: int) -> None:
+    fcntl.ioctl(dfd, FICLONE, sfd)
 
 
 def _copy_fds(sfd: int, dfd: int) -> None:

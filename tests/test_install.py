@@ -212,8 +212,8 @@ class Mounts:
             pytest.skip(f"{mkfs[0]} failed: {made.stderr.strip()}")
         return self._mount(["-o", "loop", "-t", fstype, str(image)], self.base / fstype)
 
-    def tmpfs(self) -> Path:
-        return self._mount(["-t", "tmpfs", "-o", "size=256m", "hutch-test"], self.base / "tmpfs")
+    def tmpfs(self, options: str = "size=256m", name: str = "tmpfs") -> Path:
+        return self._mount(["-t", "tmpfs", "-o", options, "hutch-test"], self.base / name)
 
     def bind_ro(self, source: Path) -> Path:
         return self._mount(["--bind", "-o", "ro", str(source)], self.base / "ro")
@@ -588,9 +588,7 @@ def test_a_full_dest_filesystem_names_the_path_in_full(
     could not be made (the tree is built from directory descriptors, link.Dirs), a
     hint, and nothing left behind."""
     aid = add(hutch, _big_tree(tmp_path / "big.tar.gz"))
-    full = mounts._mount(
-        ["-t", "tmpfs", "-o", f"size=64m,nr_inodes={inodes}", "hutch-test"], tmp_path / "full"
-    )
+    full = mounts.tmpfs(f"size=64m,nr_inodes={inodes}", "full")
     dest = full / "dest"
     result = run(hutch, "install", aid, dest, "--link", link, env={"HUTCH_THREADS": "2"})
     assert result.returncode == 6, result.stderr
