@@ -128,27 +128,48 @@ def ensure_uv() -> Path:
     return uv
 
 
-def installed_hutch(uv: Path) -> list[str]:
-    """hutch as a user runs it: this checkout installed (not editable) into .cache/venv.
+def installed_hutch(uv: Path, python: str = sys.executable) -> list[str]:
+    """hutch as a user runs it: this checkout installed (not editable) into a venv
+    under .cache made from ``python``; its ``bin/hutch`` is the command.
 
     An editable install adds its import finder to every start (~13 ms measured
     here), and a checkout would compile its modules on the first timed runs; uv
     installs the checkout as a wheel with its bytecode compiled, like pip does.
     The venv is refreshed on every benchmark run, so it always runs this code.
+    One venv per interpreter (``venv`` for the one running this, ``venv-HASH``
+    for another): how the interpreter was built moves every start-up
+    (tests/bench/README.md, "Which Python").
     """
-    venv = CACHE / "venv"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([str(uv), "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    real = os.path.realpath(python)
+    if real == os.path.realpath(sys.executable):
+        venv = CACHE / "venv"
+    else:
+        venv = CACHE / f"venv-{hashlib.sha256(real.encode()).hexdigest()[:10]}"
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([str(uv), "venv", "-q", "--python", python, str(venv)], check=True)
     subprocess.run(
         [
-            str(uv), "pip", "install", "-q", "--python", str(python), "--compile-bytecode",
-            "--reinstall-package", "hutch", str(HERE.parent.parent),
+            str(uv), "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
+            "--compile-bytecode", "--reinstall-package", "hutch", str(HERE.parent.parent),
         ],
         check=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("UV_")},
     )  # fmt: skip
     return [str(venv / "bin" / "hutch")]
+
+
+def interpreter(python: str) -> str:
+    """``python``'s version and path, and whether libpython is a shared library
+    (as pyenv builds it) or linked into the executable (as Debian's is). The
+    same imports ran ~1.7x faster on Debian's here (measured; its other build
+    flags are Debian's own and not visible in sysconfig)."""
+    code = (
+        "import sys; maps = open('/proc/self/maps').read(); "
+        "print(sys.version.split()[0], sys.executable, "
+        "'libpython shared' if 'libpython' in maps else 'libpython linked in', sep=', ')"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
 
 
 def bytecode_env() -> dict[str, str]:

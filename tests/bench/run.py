@@ -37,6 +37,7 @@ from common import (
     ensure_wheels,
     fs_speed,
     installed_hutch,
+    interpreter,
     machine,
     median,
     run_child,
@@ -101,6 +102,7 @@ class Bench:
     work: Path
     runs: int
     hutch: list[str]
+    python: str  # the interpreter hutch runs on (its venv's); uv's venvs are made from it too
     uv: Path
     wheels: list[Path]
     env: dict[str, str]  # for every child that runs hutch's Python code
@@ -155,7 +157,7 @@ class Bench:
     def uv_venv(self, path: Path) -> Path:
         venv = path / "venv"
         subprocess.run(
-            [self.uv, "venv", "-q", "--python", sys.executable, venv],
+            [self.uv, "venv", "-q", "--python", self.python, venv],
             check=True,
             env=self.uv_env(path / "unused-cache", venv),
         )
@@ -346,7 +348,7 @@ def bench_verify(b: Bench, store: Path) -> None:
         note = f"{len(objects)} objects; {version_of([str(b3sum)])}"
     else:
         name = "python blake3, all threads (no b3sum)"
-        commands = [[sys.executable, "-c", _PY_BLAKE3, *chunk] for chunk in _chunks(objects)]
+        commands = [[b.python, "-c", _PY_BLAKE3, *chunk] for chunk in _chunks(objects)]
         note = f"{len(objects)} objects; no b3sum binary here (apt-get install b3sum)"
     hutch_s: list[Sample] = []
     base_s: list[Sample] = []
@@ -390,9 +392,9 @@ def bench_rss(b: Bench, size_mib: int, runs: int) -> None:
             drop_tree(store)
         # bench_fetch_rss's child scripts: the fetch alone, and its imports alone.
         dest = b.work / "fetched.bin"
-        fetched = b.run_hutch([sys.executable, "-c", FETCH, url, str(dest), blake])
+        fetched = b.run_hutch([b.python, "-c", FETCH, url, str(dest), blake])
         dest.unlink()
-    imports = b.run_hutch([sys.executable, "-c", FETCH_BASELINE])
+    imports = b.run_hutch([b.python, "-c", FETCH_BASELINE])
     took = median([s.seconds for s in adds])
     b.rows.append(
         Row(
@@ -411,7 +413,7 @@ def bench_rss(b: Bench, size_mib: int, runs: int) -> None:
 # -- start-up ------------------------------------------------------------------
 def bench_startup(b: Bench, runs: int) -> None:
     version = [b.run_hutch([*b.hutch, "--version"]) for _ in range(runs + 1)][1:]
-    python = [b.run_hutch([sys.executable, "-c", "pass"]) for _ in range(runs)]
+    python = [b.run_hutch([b.python, "-c", "pass"]) for _ in range(runs)]
     b.rows.append(
         Row(
             "start-up: hutch --version",
@@ -470,6 +472,11 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--work", type=Path, help="where stores and trees go (one filesystem)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter hutch's venv (and uv's target venvs) are made from",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     if only - set(SECTIONS):
@@ -477,23 +484,26 @@ def main() -> None:
 
     wheels = ensure_wheels()
     uv = ensure_uv()
-    hutch = installed_hutch(uv)
+    hutch = installed_hutch(uv, args.python)
     parent = args.work or CACHE / "work"
     parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=parent))
-    b = Bench(work, args.runs, hutch, uv, wheels, env=bytecode_env())
+    python = str(Path(hutch[0]).parent / "python")
+    b = Bench(work, args.runs, hutch, python, uv, wheels, env=bytecode_env())
     b.shas = {w: sha256_file(w) for w in wheels}
     total = sum(w.stat().st_size for w in wheels) / MIB
     print(f"machine: {machine(work)}")
     print(f"work dir: {fs_speed(work)} (one process, hot cache)")
     print(f"hutch: {' '.join(b.hutch)}; {version_of([str(uv)])}; work dir {work}")
+    print(f"hutch runs on Python {interpreter(python)}")
     print(f"wheels: {', '.join(w.name for w in wheels)} ({total:.0f} MiB)")
     print(
         f"medians of {args.runs} runs. uv installs the wheel files directly (--offline cannot\n"
         "use a URL); hutch adds them from http://127.0.0.1 (a server thread in this process).\n"
-        f"hutch is this checkout installed into {CACHE / 'venv'} (not editable, bytecode\n"
-        "compiled); every command starts after an untimed sync, and every section once\n"
-        "the disk has been idle for 2 s (no writes or discards in /proc/diskstats).\n",
+        f"hutch is this checkout installed into {Path(hutch[0]).parent.parent}\n"
+        "(not editable, bytecode compiled); every command starts after an untimed sync,\n"
+        "and every section once the disk has been idle for 2 s (no writes or discards\n"
+        "in /proc/diskstats).\n",
         flush=True,
     )
 
