@@ -37,7 +37,7 @@ from common import (
     drop_tree,
     ensure_uv,
     ensure_wheels,
-    installed_hutch,
+    hutch_venv,
     machine,
     median,
     run_child,
@@ -174,7 +174,7 @@ def main() -> None:
     parent = args.work or CACHE / "work"
     parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="install-", dir=parent))
-    b = Bench(work, args.runs, installed_hutch(uv), uv, wheels)
+    b = Bench(work, args.runs, [str(hutch_venv(uv) / "bin" / "hutch")], uv, wheels)
     print(f"machine: {machine(work)}")
     print(f"hutch: {' '.join(b.hutch)}; {version_of([str(uv)])}; work dir {work}")
     total = sum(w.stat().st_size for w in wheels) / MIB

@@ -128,9 +128,9 @@ def ensure_uv() -> Path:
     return uv
 
 
-def installed_hutch(uv: Path, python: str = sys.executable) -> list[str]:
+def hutch_venv(uv: Path, python: str = sys.executable) -> Path:
     """hutch as a user runs it: this checkout installed (not editable) into a venv
-    under .cache made from ``python``; its ``bin/hutch`` is the command.
+    under .cache made from ``python``; returns the venv (``bin/hutch`` is the command).
 
     An editable install adds its import finder to every start (~13 ms measured
     here), and a checkout would compile its modules on the first timed runs; uv
@@ -155,17 +155,16 @@ def installed_hutch(uv: Path, python: str = sys.executable) -> list[str]:
         check=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("UV_")},
     )  # fmt: skip
-    return [str(venv / "bin" / "hutch")]
+    return venv
 
 
 def interpreter(python: str) -> str:
-    """``python``'s version and path, and whether libpython is a shared library
-    (as pyenv builds it) or linked into the executable (as Debian's is). The
-    same imports ran ~1.7x faster on Debian's here (measured; its other build
-    flags are Debian's own and not visible in sysconfig)."""
+    """``python``'s version, the installation its venv was made from, and whether
+    libpython is a shared library (as pyenv builds it) or linked into the
+    executable (as Debian's is): tests/bench/README.md, "Which Python"."""
     code = (
         "import sys; maps = open('/proc/self/maps').read(); "
-        "print(sys.version.split()[0], sys.executable, "
+        "print(sys.version.split()[0], sys.base_prefix, "
         "'libpython shared' if 'libpython' in maps else 'libpython linked in', sep=', ')"
     )
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)

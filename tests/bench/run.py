@@ -36,7 +36,7 @@ from common import (
     ensure_uv,
     ensure_wheels,
     fs_speed,
-    installed_hutch,
+    hutch_venv,
     interpreter,
     machine,
     median,
@@ -484,11 +484,11 @@ def main() -> None:
 
     wheels = ensure_wheels()
     uv = ensure_uv()
-    hutch = installed_hutch(uv, args.python)
+    venv = hutch_venv(uv, args.python)
+    hutch, python = [str(venv / "bin" / "hutch")], str(venv / "bin" / "python")
     parent = args.work or CACHE / "work"
     parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=parent))
-    python = str(Path(hutch[0]).parent / "python")
     b = Bench(work, args.runs, hutch, python, uv, wheels, env=bytecode_env())
     b.shas = {w: sha256_file(w) for w in wheels}
     total = sum(w.stat().st_size for w in wheels) / MIB
@@ -500,7 +500,7 @@ def main() -> None:
     print(
         f"medians of {args.runs} runs. uv installs the wheel files directly (--offline cannot\n"
         "use a URL); hutch adds them from http://127.0.0.1 (a server thread in this process).\n"
-        f"hutch is this checkout installed into {Path(hutch[0]).parent.parent}\n"
+        f"hutch is this checkout installed into {venv}\n"
         "(not editable, bytecode compiled); every command starts after an untimed sync,\n"
         "and every section once the disk has been idle for 2 s (no writes or discards\n"
         "in /proc/diskstats).\n",
