@@ -38,6 +38,7 @@ from common import (
     fs_speed,
     hutch_venv,
     interpreter,
+    journal_less,
     machine,
     median,
     run_child,
@@ -494,6 +495,12 @@ def main() -> None:
     total = sum(w.stat().st_size for w in wheels) / MIB
     print(f"machine: {machine(work)}")
     print(f"work dir: {fs_speed(work)} (one process, hot cache)")
+    if journal_less(work):
+        print(
+            "note: ext4 without a journal: a create or mkdir here is slower for 1-5 min\n"
+            "after many files were deleted on this disk (the last run's cleanup among them);\n"
+            "leave 5 minutes between runs (tests/bench/README.md, On a shared machine)"
+        )
     print(f"hutch: {' '.join(b.hutch)}; {version_of([str(uv)])}; work dir {work}")
     print(f"hutch runs on Python {interpreter(python)}")
     print(f"wheels: {', '.join(w.name for w in wheels)} ({total:.0f} MiB)")
