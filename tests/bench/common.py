@@ -351,9 +351,10 @@ def filesystem_of(path: Path) -> str:
 def fs_speed(work: Path, count: int = 1000) -> str:
     """µs per create, mkdir and link in ``work``: what every row's tree costs the kernel here.
 
-    Seen on one ext4 disk: 20 µs per create in one directory and 130 µs (or
-    650 µs) in another beside it, for both sides of every row alike. The
-    ratios move with it, since the kernel's share of each side moves.
+    Seen on one ext4 disk: 20 µs per create in one run and 130 µs (or 650 µs)
+    in another, for both sides of every row alike (what was deleted on the disk
+    in the minutes before: see journal_less). The ratios move with it, since
+    the kernel's share of each side moves.
     The probe is left in ``work`` (it goes with the run's work dir): on ext4
     without a journal, inodes freed just before the timed runs would slow
     every one of their creates and mkdirs (see journal_less).
@@ -376,22 +377,25 @@ def fs_speed(work: Path, count: int = 1000) -> str:
 
 
 def journal_less(path: Path) -> bool:
-    """Whether ``path`` is on ext4 mounted without a journal (no /proc/fs/jbd2 entry).
+    """Whether ``path`` is on ext2/3/4 mounted without a journal (no /proc/fs/jbd2 entry).
 
-    There, the inode allocator skips every inode freed in the last 60 s (300 s
-    while its inode table block is unwritten), reading that block for each
+    A filesystem whose journal is on another device is reported journal-less
+    (its jbd2 entry names that device): the note it prints is then wrong, nothing else.
+
+    There, the inode allocator passes over every inode freed in the last 60 s
+    (360 s while its inode table block is unwritten), looking up that block for each
     (fs/ext4/ialloc.c, recently_deleted): right after a tree of 11,600 inodes
     was deleted, an install of the four wheels took 1.5 s instead of 0.3 s,
     three quarters of its CPU in ext4_mkdir (perf). A run started within
     minutes of another's cleanup measures that cleanup.
     """
-    if not filesystem_of(path).startswith("ext4 "):
+    if not filesystem_of(path).startswith(("ext4 ", "ext2 ", "ext3 ")):
         return False
     dev = os.stat(path).st_dev
     with contextlib.suppress(OSError):
         for entry in Path("/proc/fs/jbd2").iterdir():  # e.g. vda-8, sda1-8
             name = entry.name.rpartition("-")[0]
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError, IndexError):
                 block = Path(f"/sys/class/block/{name}/dev").read_text().split(":")
                 if os.makedev(int(block[0]), int(block[1])) == dev:
                     return False

@@ -390,7 +390,7 @@ def bench_rss(b: Bench, size_mib: int, runs: int) -> None:
         for i in range(runs):
             store = b.work / f"rss-{i}"
             adds.append(b.run_hutch(b.hutch_cmd(store, "add", url, "--digest", f"sha256:{sha}")))
-            drop_tree(store)
+            drop_tree(store)  # a few dozen inodes: its deletion does not slow the next add
         # bench_fetch_rss's child scripts: the fetch alone, and its imports alone.
         dest = b.work / "fetched.bin"
         fetched = b.run_hutch([b.python, "-c", FETCH, url, str(dest), blake])
@@ -497,9 +497,9 @@ def main() -> None:
     print(f"work dir: {fs_speed(work)} (one process, hot cache)")
     if journal_less(work):
         print(
-            "note: ext4 without a journal: a create or mkdir here is slower for 1-5 min\n"
+            "note: ext4 without a journal: a create or mkdir here is slower for 1-6 min\n"
             "after many files were deleted on this disk (the last run's cleanup among them);\n"
-            "leave 5 minutes between runs (tests/bench/README.md, On a shared machine)"
+            "leave 6 minutes between runs (tests/bench/README.md, On a shared machine)"
         )
     print(f"hutch: {' '.join(b.hutch)}; {version_of([str(uv)])}; work dir {work}")
     print(f"hutch runs on Python {interpreter(python)}")
