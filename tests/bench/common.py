@@ -379,15 +379,15 @@ def fs_speed(work: Path, count: int = 1000) -> str:
 def journal_less(path: Path) -> bool:
     """Whether ``path`` is on ext2/3/4 mounted without a journal (no /proc/fs/jbd2 entry).
 
-    A filesystem whose journal is on another device is reported journal-less
-    (its jbd2 entry names that device): the note it prints is then wrong, nothing else.
-
     There, the inode allocator passes over every inode freed in the last 60 s
     (360 s while its inode table block is unwritten), looking up that block for each
     (fs/ext4/ialloc.c, recently_deleted): right after a tree of 11,600 inodes
     was deleted, an install of the four wheels took 1.5 s instead of 0.3 s,
     three quarters of its CPU in ext4_mkdir (perf). A run started within
     minutes of another's cleanup measures that cleanup.
+
+    A filesystem whose journal is on another device is reported journal-less
+    (its jbd2 entry names that device): only the note run.py prints is then wrong.
     """
     if not filesystem_of(path).startswith(("ext4 ", "ext2 ", "ext3 ")):
         return False

@@ -497,7 +497,7 @@ def main() -> None:
     print(f"work dir: {fs_speed(work)} (one process, hot cache)")
     if journal_less(work):
         print(
-            "note: ext4 without a journal: a create or mkdir here is slower for 1-6 min\n"
+            "note: ext2/3/4 without a journal: a create or mkdir here is slower for 1-6 min\n"
             "after many files were deleted on this disk (the last run's cleanup among them);\n"
             "leave 6 minutes between runs (tests/bench/README.md, On a shared machine)"
         )
