@@ -7,6 +7,7 @@ from one consistent state to the next or not at all.
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import errno as _errno
 import functools
@@ -316,6 +317,22 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _close_all() -> None:
+    """Close every environment this process opened, at its exit.
+
+    As Python's own teardown would (the CLI skips it: cli.leave). A read
+    transaction frees its reader slot when it ends (py-lmdb opens with
+    MDB_NOTLS); one still open here would keep its slot, and with it an old
+    snapshot whose pages the writers cannot reuse, until the next writable
+    open's mdb_reader_check. Closing aborts it and frees the slot now.
+    """
+    for key in list(_ENVS):
+        _drop(key)
+
+
+atexit.register(_close_all)
 
 
 class Journal:

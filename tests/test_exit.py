@@ -1,0 +1,137 @@
+"""How the command ends (cli.leave): without Python's teardown, but nothing an exit owes is lost.
+
+Each test runs a real process: the first ones call ``leave`` after setting up
+what it must handle, the last ones run the `hutch` command itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import lmdb
+import pytest
+from conftest import Hutch
+from hutch.store.store import Store
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        # Buffered, as a command's stdout is when it is not a terminal.
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+    )
+
+
+def test_leave_runs_atexit_handlers_flushes_and_exits_with_the_code() -> None:
+    done = _run("""
+        import atexit, sys
+        from hutch.cli import leave
+        atexit.register(lambda: print("handler ran", file=sys.stderr))
+        sys.stdout.write("buffered, no newline")
+        leave(3)
+    """)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "buffered, no newline"
+    assert done.stderr == "handler ran\n"
+
+
+# The text is still in stdout's buffer when leave() runs; then fd 1 becomes a full disk.
+_FILLED = """
+    import os, sys
+    from hutch.cli import leave
+    sys.stdout.write("x" * 100)
+    os.dup2(os.open("/dev/full", os.O_WRONLY), 1)
+    leave({code})
+"""
+
+
+def test_leave_says_when_the_output_cannot_be_written() -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    done = _run(_FILLED.format(code=0))
+    assert done.returncode == 1
+    assert done.stderr == "error: cannot write the output: No space left on device (ENOSPC)\n"
+
+
+def test_leave_keeps_the_failure_code_when_the_output_also_fails() -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    done = _run(_FILLED.format(code=4))
+    assert done.returncode == 4
+    assert "No space left on device" in done.stderr
+
+
+def test_leave_waits_for_a_running_thread_like_a_normal_exit() -> None:
+    done = _run("""
+        import threading, time
+        from hutch.cli import leave
+        threading.Thread(target=lambda: (time.sleep(0.3), print("thread done"))).start()
+        leave(5)
+    """)
+    assert done.returncode == 5
+    assert done.stdout == "thread done\n"
+
+
+def test_leave_closes_the_journal_and_frees_a_reader_slot_left_open(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    Store.open(root).journal.close()
+    # LMDB's own reader table, held open by this process throughout: the last
+    # process to leave an environment takes the table with it, and Store.open
+    # would clear the slots of dead processes first (mdb_reader_check).
+    env = lmdb.open(str(root / "journal"), readonly=True, max_dbs=16)
+    try:
+        done = _run(f"""
+            import os
+            from pathlib import Path
+            from hutch.cli import leave
+            from hutch.store.store import Store
+            journal = Store.open(Path({str(root)!r})).journal
+            reading = journal.read()
+            reading.__enter__()  # a read transaction, still open at the exit
+            print(os.getpid(), flush=True)
+            leave(0)
+        """)
+        assert done.returncode == 0, done.stderr
+        table = env.readers()
+    finally:
+        env.close()
+    assert done.stdout.strip() not in table.split(), table
+
+
+def test_a_reader_that_leaves_early_gets_all_it_read_and_no_error(
+    hutch: Hutch, sdist: Path
+) -> None:
+    hutch.ok("add", sdist.as_uri())
+    artifact = hutch.ok("ls").split()[0]
+    full = hutch.ok("show", artifact)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hutch", "--store", str(hutch.store), "show", artifact],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=hutch.env,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    with proc.stdout, proc.stderr:
+        first = proc.stdout.readline().decode()
+        proc.stdout.close()  # `| head -1`
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert first == full.splitlines(keepends=True)[0]
+    assert err == ""
+
+
+def test_the_command_output_is_complete_through_a_pipe(hutch: Hutch, sdist: Path) -> None:
+    hutch.ok("add", sdist.as_uri())
+    artifact = hutch.ok("ls").split()[0]
+    listing = hutch.ok("show", "--json", artifact)
+    assert listing.rstrip().endswith("}")
+    assert len(listing.splitlines()) > 1000
