@@ -20,6 +20,7 @@ VERBOSE = False
 
 def run(app: click.Command) -> int:
     """Run the click app and turn every outcome into an exit code (spec/cli.md §Exit codes)."""
+    stdout = sys.stdout
     try:
         # Without standalone mode click returns a raised Exit's code instead
         # (a command that reported several failures itself ends that way).
@@ -37,8 +38,16 @@ def run(app: click.Command) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
+    except SystemExit as exc:
+        # click meets EPIPE itself (`hutch ls | head`: a write after the reader
+        # left): it swaps in a stdout and stderr that ignore EPIPE when flushed,
+        # and exits 1 even without standalone mode (click.core, BaseCommand.main).
+        # The reader leaving is no failure.
+        if sys.stdout is not stdout:
+            return 0
+        return exc.code if isinstance(exc.code, int) else 1
     except BrokenPipeError:
-        # `hutch ls | head`: the reader left; not an error worth a message.
+        # The same, met outside click's main: not an error worth a message.
         sys.stderr.close()
         return 0
     except Exception as exc:

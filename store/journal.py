@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
@@ -322,14 +322,17 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def _close_all() -> None:
     """Close every environment this process opened, at its exit.
 
-    As Python's own teardown would (the CLI skips it: cli.leave). A read
-    transaction frees its reader slot when it ends (py-lmdb opens with
-    MDB_NOTLS); one still open here would keep its slot, and with it an old
-    snapshot whose pages the writers cannot reuse, until the next writable
-    open's mdb_reader_check. Closing aborts it and frees the slot now.
+    As Python's own teardown would (the CLI skips it: cli.leave). Until its
+    environment closes, a process keeps its slot in lock.mdb's reader table:
+    py-lmdb keeps a finished read transaction for reuse, and a transaction
+    still open also pins its snapshot, whose pages writers cannot reuse. A
+    slot left by a process that has exited is freed only by the next
+    writable open's mdb_reader_check. Closing aborts what is open and frees
+    the slot now; one environment failing to close does not keep the others open.
     """
     for key in list(_ENVS):
-        _drop(key)
+        with suppress(lmdb.Error):
+            _drop(key)
 
 
 atexit.register(_close_all)

@@ -50,7 +50,14 @@ class Hutch:
 
 
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUTCH_")}
+    # The command's stdout buffered, as it is for a user whose stdout is not a
+    # terminal: PYTHONUNBUFFERED (set on some machines) would hide what only
+    # shows when a buffer is flushed, e.g. EPIPE once a reader has left.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("HUTCH_") and k != "PYTHONUNBUFFERED"
+    }
     env["HUTCH_HTTP_BACKOFF"] = "0.01"
     return env
 
