@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import gc
 import os
 import sys
@@ -64,9 +63,10 @@ def leave(code: int) -> NoReturn:
     except OSError as exc:
         if code == 0:  # else this failure, or the one before it, was said
             code = 1
+            from hutch.store.errors import describe_oserror
+
             with contextlib.suppress(OSError, AttributeError):
-                why = f"{exc.strerror} ({errno.errorcode.get(exc.errno or 0, '?')})"
-                print(f"error: cannot write the output: {why}", file=sys.stderr)
+                print(f"error: cannot write the output: {describe_oserror(exc)}", file=sys.stderr)
     with contextlib.suppress(OSError, AttributeError):
         sys.stderr.flush()
     os._exit(code)

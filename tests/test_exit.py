@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lmdb
 import pytest
-from conftest import Hutch
+from conftest import Hutch, _clean_env
 from hutch.store.store import Store
 
 
@@ -25,8 +25,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         check=False,
-        # Buffered, as a command's stdout is when it is not a terminal.
-        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        env=_clean_env(),  # stdout buffered, as a command's is when it is not a terminal
     )
 
 
