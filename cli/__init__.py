@@ -24,7 +24,7 @@ from typing import NoReturn
 # garbage at most, in the rare case there is any.
 gc.set_threshold(50_000, 10, 10)
 
-from hutch.cli.output import run  # noqa: E402 - after the threshold: its imports count
+from hutch.cli.output import cannot_write, report, run  # noqa: E402 - after the threshold: its imports count
 
 
 def main() -> NoReturn:
@@ -63,10 +63,8 @@ def leave(code: int) -> NoReturn:
     except OSError as exc:
         if code == 0:  # else this failure, or the one before it, was said
             code = 1
-            from hutch.store.errors import describe_oserror
-
             with contextlib.suppress(OSError, AttributeError):
-                print(f"error: cannot write the output: {describe_oserror(exc)}", file=sys.stderr)
+                report(cannot_write(exc))
     with contextlib.suppress(OSError, AttributeError):
         sys.stderr.flush()
     os._exit(code)

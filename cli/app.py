@@ -60,11 +60,27 @@ class _Commands(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+def _version(ctx: click.Context) -> None:
+    # click's version_option, but written through output.out: `hutch -V > /dev/full`
+    # says that the output could not be written.
+    if not ctx.resilient_parsing:
+        output.out(f"hutch, version {__version__}")
+        ctx.exit()
+
+
 @click.group(
     cls=_Commands,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(__version__, "-V", "--version", prog_name="hutch")
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _version(ctx) if value else None,
+    help="Show the version and exit.",
+)
 @click.option(
     "--store",
     "store_option",
@@ -188,7 +204,7 @@ def add(
                 f"{result.digests['sha256']} (pin it with --digest or SOURCE#sha256=HEX "
                 "for reproducible builds)"
             )
-        click.echo(result.artifact)
+        output.out(result.artifact)
     _exit_on_failures(results, "sources")
 
 

@@ -281,13 +281,13 @@ def _print_verify(entry: dict[str, Any], *, quiet: bool) -> None:
     name = entry["artifact"][:12] + (f" ({entry['name']})" if entry["name"] else "")
     if entry["status"] == "ok":
         if not quiet:
-            click.echo(f"{name}: ok")
+            output.out(f"{name}: ok")
         return
-    click.echo(f"{name}: {entry['status']}, {len(entry['damage'])} file(s)")
+    output.out(f"{name}: {entry['status']}, {len(entry['damage'])} file(s)")
     for d in entry["damage"][:50]:
-        click.echo(f"  {d['path']}: {d['problem']}")
+        output.out(f"  {d['path']}: {d['problem']}")
     if len(entry["damage"]) > 50:
-        click.echo(f"  ... and {len(entry['damage']) - 50} more (--json lists all)")
+        output.out(f"  ... and {len(entry['damage']) - 50} more (--json lists all)")
 
 
 # -- ls ------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def ls(ctx: Context, as_json: bool, sort: str, reverse: bool, filters: tuple[str
     else:
         for r in rows:
             u = use[r.id]
-            click.echo(
+            output.out(
                 "\t".join(
                     [
                         r.id,
@@ -383,7 +383,8 @@ def _ls_table(rows: list[ArtifactRecord], use: dict[str, Usage], now: float) -> 
         f"{len(rows)} artifact(s), {human_size(total)} unpacked, "
         f"{human_size(sum(use[r.id].unique_bytes for r in rows))} unique"
     )
-    console.print(table)
+    with output.writing():
+        console.print(table)
 
 
 # -- show ----------------------------------------------------------------------
@@ -448,7 +449,7 @@ def show(ctx: Context, artifact: str, as_json: bool) -> None:
         elif item["type"] == "file":
             where = f"  {_relative(item['object'], str(root))}"
         lines.append(f"{perms} {item.get('size', ''):>10} {item['path']}{where}")
-    click.echo("\n".join(lines))
+    output.out("\n".join(lines))
 
 
 def _relative(path: str, root: str) -> str:
@@ -510,7 +511,7 @@ def log(ctx: Context, as_json: bool, limit: int, ops: tuple[str, ...], since: st
         if color:
             outcome = click.style(outcome, fg=_OUTCOME_COLORS.get(r.outcome))
         detail = f"  {r.detail}" if r.detail else ""
-        click.echo(
+        output.out(
             f"{r.seq:>6} {when(r.time)} {r.op:<8} {outcome} {what:<12} "
             f"{r.user}@{r.host}[{r.pid}]{detail}"
         )

@@ -67,7 +67,7 @@ def gc(
         return
     verb = "would remove" if dry_run else "removed"
     for e in result.artifacts:
-        click.echo(f"{verb} {label(e.record)}: {e.reason}")
+        output.out(f"{verb} {label(e.record)}: {e.reason}")
     output.info(
         f"{'would free' if dry_run else 'freed'} {len(result.artifacts)} artifact(s), "
         f"{result.objects} object(s), {human_size(result.object_bytes)}; "
@@ -117,7 +117,7 @@ def rm(ctx: Context, artifacts: tuple[str, ...], as_json: bool) -> None:
         )
         return
     for r in result.removed:
-        click.echo(r.id)
+        output.out(r.id)
     output.info(
         f"removed {len(result.removed)} artifact(s); {result.unreferenced_objects} object(s), "
         f"{human_size(result.unreferenced_bytes)}, are now unreferenced: `hutch gc` frees them",
@@ -156,7 +156,7 @@ def stats(ctx: Context, as_json: bool) -> None:
         lines.append(
             f"missing     {s.missing_objects} object(s): `hutch verify --repair` restores them"
         )
-    click.echo("\n".join(lines))
+    output.out("\n".join(lines))
 
 
 # -- doctor --------------------------------------------------------------------
@@ -222,12 +222,12 @@ def _print_doctor(report: DoctorReport, *, quiet: bool, verbose: bool) -> None:
     for check in report.checks:
         if quiet and check.status in ("ok", "info"):
             continue
-        click.echo(f"{_status(check, color=color)} {check.name}: {check.summary}")
+        output.out(f"{_status(check, color=color)} {check.name}: {check.summary}")
         if verbose or check.status != "ok":
             for line in check.details:
-                click.echo(f"          {line}")
+                output.out(f"          {line}")
         if check.advice:
-            click.echo(f"          advice: {check.advice}")
+            output.out(f"          advice: {check.advice}")
 
 
 def _status(check: Check, *, color: bool) -> str:

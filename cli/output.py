@@ -9,11 +9,16 @@ No traceback unless -v.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from hutch.store.errors import HutchError
 
 VERBOSE = False
 
@@ -109,10 +114,48 @@ def _plain(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def out(text: str) -> None:
+    """The command's result, to stdout: every command writes its output through here."""
+    with writing():
+        click.echo(text)
+
+
+@contextlib.contextmanager
+def writing() -> Iterator[None]:
+    """Writes to stdout inside: a failure to write is said as one (cannot_write).
+
+    Without this, a full disk behind a redirect (`hutch ls > f`) would be
+    reported as a bare `No space left on device (ENOSPC)`, which reads as the
+    store's disk. A reader that left (EPIPE) is not a failure: click and
+    run() handle it.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise cannot_write(exc) from exc
+
+
+def cannot_write(exc: OSError) -> HutchError:
+    """The error for ``exc``, met writing stdout: its cause chained, for `caused by:`."""
+    import errno
+
+    from hutch.store.errors import HutchError
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = "the disk stdout goes to is full; free space there, or send the output elsewhere"
+    else:
+        hint = "the file or device stdout goes to refused the write; send the output elsewhere"
+    failure = HutchError("cannot write the output to stdout", hint=hint)
+    failure.__cause__ = exc
+    return failure
+
+
 def emit_json(data: Any) -> None:
     import json
 
-    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+    out(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
 
 
 def info(message: str, *, quiet: bool) -> None:

@@ -268,7 +268,14 @@ def _open_dst(at: Dirs, dst: str, executable: bool, exact: bool) -> int:
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode, dir_fd=at.root_fd)
     if exact:
         # The umask must not make an installed file unreadable or lose its exec bit.
-        os.fchmod(fd, mode)
+        try:
+            os.fchmod(fd, mode)
+        except OSError:
+            # A filesystem that refuses modes (vfat, a FUSE mount): leave neither
+            # the descriptor nor an empty file behind.
+            os.close(fd)
+            os.unlink(dst, dir_fd=at.root_fd)
+            raise
     return fd
 
 

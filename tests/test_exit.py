@@ -6,9 +6,11 @@ what it must handle, the last ones run the `hutch` command itself.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -52,12 +54,20 @@ _FILLED = """
 """
 
 
+# Not the bare errno, which would read as the store's disk being full.
+_CANNOT_WRITE = (
+    "error: cannot write the output to stdout\n"
+    "caused by: No space left on device (ENOSPC)\n"
+    "hint: the disk stdout goes to is full; free space there, or send the output elsewhere\n"
+)
+
+
 def test_leave_says_when_the_output_cannot_be_written() -> None:
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
     done = _run(_FILLED.format(code=0))
     assert done.returncode == 1
-    assert done.stderr == "error: cannot write the output: No space left on device (ENOSPC)\n"
+    assert done.stderr == _CANNOT_WRITE
 
 
 def test_leave_keeps_the_failure_code_when_the_output_also_fails() -> None:
@@ -82,7 +92,29 @@ def test_a_full_disk_behind_stdout_is_said_once(hutch: Hutch) -> None:
             check=False,
         )
     assert done.returncode == 1
-    assert done.stderr == "error: No space left on device (ENOSPC)\n"
+    assert done.stderr == _CANNOT_WRITE
+
+
+def test_a_command_whose_output_meets_a_full_disk_says_so(hutch: Hutch, tmp_path: Path) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("a.txt")
+        tar.addfile(info, io.BytesIO(b""))
+    hutch.ok("add", archive.as_uri())
+    for args in (["ls"], ["ls", "--json"], ["log"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [sys.executable, "-m", "hutch", "--store", str(hutch.store), *args],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=hutch.env,
+                timeout=60,
+                check=False,
+            )
+        assert (done.returncode, done.stderr) == (1, _CANNOT_WRITE), args
 
 
 def test_leave_waits_for_a_running_thread_like_a_normal_exit() -> None:

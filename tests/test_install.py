@@ -4,8 +4,9 @@ Every fallback cause is produced by a real filesystem situation: ext4/tmpfs
 have no reflink (EOPNOTSUPP), btrfs refuses to clone a nodatacow object into
 an ordinary directory (EINVAL), a store and a DEST on two filesystems (EXDEV),
 an object at ext4's 65000-link limit (EMLINK). EPERM (fs.protected_hardlinks,
-two real users) is in test_shared.py. Loop-mounted xfs and btrfs, tmpfs and
-bind mounts need root; those tests skip cleanly without it.
+two real users) is in test_shared.py; a filesystem that refuses chmod is bindfs
+--chmod-deny (FUSE). Loop-mounted xfs and btrfs, tmpfs, bind and FUSE mounts
+need root; those tests skip cleanly without it.
 """
 
 from __future__ import annotations
@@ -217,6 +218,20 @@ class Mounts:
 
     def bind_ro(self, source: Path) -> Path:
         return self._mount(["--bind", "-o", "ro", str(source)], self.base / "ro")
+
+    def no_chmod(self, source: Path) -> Path:
+        """``source`` again through FUSE (bindfs), where chmod fails with EPERM, as on vfat."""
+        if shutil.which("bindfs") is None:
+            pytest.skip("bindfs is not installed (apt-get install bindfs)")
+        at = self.base / "no-chmod"
+        at.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            ["bindfs", "--chmod-deny", str(source), str(at)], capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount bindfs: {result.stderr.strip()}")
+        self.mounted.append(at)
+        return at
 
     def unmount_all(self) -> None:
         for at in reversed(self.mounted):
@@ -932,3 +947,30 @@ def test_install_from_a_read_only_bind_mount(
     assert added.returncode == 6
     assert "read-only" in added.stderr
     assert hashlib.sha256(journal.read_bytes()).hexdigest() == before
+
+
+@root_only
+def test_a_copy_onto_a_filesystem_that_refuses_chmod_leaves_nothing(
+    hutch: Hutch, mounts: Mounts, tmp_path: Path
+) -> None:
+    """install.md §4: under umask 077 a copy needs fchmod; where the filesystem refuses it
+    (vfat, FUSE), the install fails naming the file and EPERM, and the file it created is
+    gone with its descriptor (link._open_dst)."""
+    from hutch.store.link import Linker, opened
+
+    aid = add(hutch, small_tree(tmp_path / "t.tar.gz"), umask=0o077)
+    (tmp_path / "under").mkdir()
+    root = mounts.no_chmod(tmp_path / "under")
+    failed = run(hutch, "install", aid, root / "dest", "--link", "copy", umask=0o077)
+    assert failed.returncode == 6, failed.stderr
+    assert "Operation not permitted (EPERM)" in failed.stderr
+    assert not (root / "dest").exists()
+    assert siblings(root / "dest") == []
+
+    key, obj = next((p.name, p) for p in objects(hutch.store))
+    src = f"{obj.parent.name}/{key}"
+    fds = len(os.listdir("/proc/self/fd"))
+    with opened(str(hutch.store / "objects"), str(root)) as at, pytest.raises(PermissionError):
+        Linker("copy").link_many([(key, src, "a.txt", False, obj.stat().st_size)], at)
+    assert os.listdir(root) == []
+    assert len(os.listdir("/proc/self/fd")) == fds
