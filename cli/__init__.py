@@ -24,7 +24,8 @@ from typing import NoReturn
 # garbage at most, in the rare case there is any.
 gc.set_threshold(50_000, 10, 10)
 
-from hutch.cli.output import cannot_write, report, run  # noqa: E402 - after the threshold: its imports count
+# After the threshold: its imports count.
+from hutch.cli.output import cannot_write, report, run  # noqa: E402
 
 
 def main() -> NoReturn:

@@ -194,6 +194,7 @@ def add(
         source, pin = _source_pin(given, digest)
         requests.append(AddRequest(source, pin, name, mirrors, fetch, limits))
     results = add_all(ctx.store(), requests)
+    lines = output.Lines()
     for request, result in zip(requests, results, strict=True):
         if isinstance(result, HutchError):
             output.report(result)
@@ -204,8 +205,16 @@ def add(
                 f"{result.digests['sha256']} (pin it with --digest or SOURCE#sha256=HEX "
                 "for reproducible builds)"
             )
-        output.out(result.artifact)
+        lines.out(result.artifact)
+    if lines.failure is not None:
+        lines.report()
+        added = sum(not isinstance(r, HutchError) for r in results)
+        output.info(
+            f"{added} artifact(s) committed all the same: `hutch ls` lists them", quiet=False
+        )
     _exit_on_failures(results, "sources")
+    if lines.failure is not None:
+        raise click.exceptions.Exit(lines.failure.exit_code)
 
 
 def _one_source_only(sources: Sequence[str], **options: object) -> None:

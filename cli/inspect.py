@@ -231,6 +231,7 @@ def verify(
         records = [store.get(txn, a) for a in artifacts] if artifacts else list(txn.artifacts())
         manifests = [store.manifest(txn, r) for r in records]
     report: list[dict[str, Any]] = []
+    lines = output.Lines()  # a full disk behind stdout does not cut the repairs short
     found = verify_all(store.layout, [m.files for m in manifests], "full" if full else "stat")
     for record, manifest, damage in zip(records, manifests, found, strict=True):
         entry: dict[str, Any] = {
@@ -261,9 +262,10 @@ def verify(
             entry["status"] = "damaged"
         report.append(entry)
         if not as_json:
-            _print_verify(entry, quiet=ctx.quiet)
+            _print_verify(lines, entry, quiet=ctx.quiet)
     if as_json:
         output.emit_json(report)
+    lines.report()
     counts = {s: sum(e["status"] == s for e in report) for s in ("ok", "damaged", "repaired")}
     output.info(
         f"verified {len(report)} artifact(s) ({'blake3' if full else 'stat'}): "
@@ -275,19 +277,21 @@ def verify(
             f"{counts['damaged']} of {len(records)} artifact(s) damaged",
             hint=None if repair else "run `hutch verify --repair` to heal from the sources",
         )
+    if lines.failure is not None:
+        raise click.exceptions.Exit(lines.failure.exit_code)
 
 
-def _print_verify(entry: dict[str, Any], *, quiet: bool) -> None:
+def _print_verify(lines: output.Lines, entry: dict[str, Any], *, quiet: bool) -> None:
     name = entry["artifact"][:12] + (f" ({entry['name']})" if entry["name"] else "")
     if entry["status"] == "ok":
         if not quiet:
-            output.out(f"{name}: ok")
+            lines.out(f"{name}: ok")
         return
-    output.out(f"{name}: {entry['status']}, {len(entry['damage'])} file(s)")
+    lines.out(f"{name}: {entry['status']}, {len(entry['damage'])} file(s)")
     for d in entry["damage"][:50]:
-        output.out(f"  {d['path']}: {d['problem']}")
+        lines.out(f"  {d['path']}: {d['problem']}")
     if len(entry["damage"]) > 50:
-        output.out(f"  ... and {len(entry['damage']) - 50} more (--json lists all)")
+        lines.out(f"  ... and {len(entry['damage']) - 50} more (--json lists all)")
 
 
 # -- ls ------------------------------------------------------------------------

@@ -152,6 +152,36 @@ def cannot_write(exc: OSError) -> HutchError:
     return failure
 
 
+class Lines:
+    """The result lines of a command that goes on after them (add, verify): one
+    failure to write stdout stops the lines, not the command.
+
+    Every later failure is still said on stderr and keeps its exit code;
+    ``failure`` is the write's error, for the command to report at its end
+    (None when the reader only left: `hutch add ... | head -1`).
+    """
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.failure: HutchError | None = None
+
+    def out(self, text: str) -> None:
+        if self.stopped:
+            return
+        try:
+            click.echo(text)
+        except BrokenPipeError:
+            self.stopped = True
+        except OSError as exc:
+            self.stopped = True
+            self.failure = cannot_write(exc)
+
+    def report(self) -> None:
+        """Say the write's failure, if there was one."""
+        if self.failure is not None:
+            report(self.failure)
+
+
 def emit_json(data: Any) -> None:
     import json
 

@@ -272,9 +272,11 @@ def _open_dst(at: Dirs, dst: str, executable: bool, exact: bool) -> int:
             os.fchmod(fd, mode)
         except OSError:
             # A filesystem that refuses modes (vfat, a FUSE mount): leave neither
-            # the descriptor nor an empty file behind.
-            os.close(fd)
-            os.unlink(dst, dir_fd=at.root_fd)
+            # the descriptor nor an empty file behind, and say the fchmod's error.
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(dst, dir_fd=at.root_fd)
             raise
     return fd
 

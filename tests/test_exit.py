@@ -98,23 +98,86 @@ def test_a_full_disk_behind_stdout_is_said_once(hutch: Hutch) -> None:
 def test_a_command_whose_output_meets_a_full_disk_says_so(hutch: Hutch, tmp_path: Path) -> None:
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
-    archive = tmp_path / "a.tar"
-    with tarfile.open(archive, "w") as tar:
-        info = tarfile.TarInfo("a.txt")
-        tar.addfile(info, io.BytesIO(b""))
-    hutch.ok("add", archive.as_uri())
+    hutch.ok("add", _tar(tmp_path / "a.tar", "a.txt", b"").as_uri())
     for args in (["ls"], ["ls", "--json"], ["log"]):
         with open("/dev/full", "w") as full:
-            done = subprocess.run(
-                [sys.executable, "-m", "hutch", "--store", str(hutch.store), *args],
-                stdout=full,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=hutch.env,
-                timeout=60,
-                check=False,
-            )
+            done = _to(full.fileno(), hutch, *args)
         assert (done.returncode, done.stderr) == (1, _CANNOT_WRITE), args
+
+
+def _tar(path: Path, name: str, data: bytes) -> Path:
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _to(stdout: int, hutch: Hutch, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hutch", "--store", str(hutch.store), *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=hutch.env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_an_add_whose_output_fails_still_says_every_failure(hutch: Hutch, tmp_path: Path) -> None:
+    """The first id's write fails; the source that failed after it is still said, with its
+    exit code, and so is what was committed."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    sources = [
+        str(_tar(tmp_path / "a1.tar", "a.txt", b"a")),
+        str(tmp_path / "missing.tar"),
+        str(_tar(tmp_path / "a2.tar", "b.txt", b"b")),
+    ]
+    fd = os.open("/dev/full", os.O_WRONLY)
+    try:
+        done = _to(fd, hutch, "add", *sources)
+    finally:
+        os.close(fd)
+    assert done.returncode == 4, done.stderr  # the fetch's, not the write's 1
+    assert "error: could not fetch " in done.stderr
+    assert _CANNOT_WRITE in done.stderr
+    assert "2 artifact(s) committed all the same: `hutch ls` lists them\n" in done.stderr
+    assert done.stderr.endswith("1 of 3 sources failed\n")
+    assert len(hutch.ok("ls").splitlines()) == 2
+
+    # A reader that left: no write error to say, the failure still said and its code kept.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        gone = _to(write, hutch, "add", *sources)
+    finally:
+        os.close(write)
+    assert gone.returncode == 4, gone.stderr
+    assert "error: could not fetch " in gone.stderr
+    assert "cannot write" not in gone.stderr
+
+
+def test_a_verify_whose_output_fails_keeps_its_damage_exit_code(
+    hutch: Hutch, tmp_path: Path
+) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    hutch.ok("add", str(_tar(tmp_path / "a1.tar", "a.txt", b"a")))
+    hutch.ok("add", str(_tar(tmp_path / "a2.tar", "b.txt", b"b")))
+    victim = next(p for p in (hutch.store / "objects").rglob("*") if p.is_file())
+    victim.chmod(0o644)
+    victim.write_bytes(b"")
+    fd = os.open("/dev/full", os.O_WRONLY)
+    try:
+        done = _to(fd, hutch, "verify")
+    finally:
+        os.close(fd)
+    assert done.returncode == 3, done.stderr
+    assert _CANNOT_WRITE in done.stderr
+    assert "verified 2 artifact(s) (stat): 1 ok, 0 repaired, 1 damaged" in done.stderr
+    assert "error: 1 of 2 artifact(s) damaged" in done.stderr
 
 
 def test_leave_waits_for_a_running_thread_like_a_normal_exit() -> None:

@@ -967,6 +967,8 @@ def test_a_copy_onto_a_filesystem_that_refuses_chmod_leaves_nothing(
     assert not (root / "dest").exists()
     assert siblings(root / "dest") == []
 
+    # The command fails at the temporary root's chmod (and removes that root), so
+    # _open_dst's own cleanup is shown here, by one copy.
     key, obj = next((p.name, p) for p in objects(hutch.store))
     src = f"{obj.parent.name}/{key}"
     fds = len(os.listdir("/proc/self/fd"))
