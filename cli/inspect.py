@@ -264,7 +264,7 @@ def verify(
         if not as_json:
             _print_verify(lines, entry, quiet=ctx.quiet)
     if as_json:
-        output.emit_json(report)
+        output.emit_json(report, lines)  # its damage still exits 3
     lines.report()
     counts = {s: sum(e["status"] == s for e in report) for s in ("ok", "damaged", "repaired")}
     output.info(

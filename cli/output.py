@@ -182,10 +182,13 @@ class Lines:
             report(self.failure)
 
 
-def emit_json(data: Any) -> None:
+def emit_json(data: Any, lines: Lines | None = None) -> None:
+    """``data`` as JSON to stdout, through ``lines`` for a command that goes on after it."""
     import json
 
-    out(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+    (lines.out if lines is not None else out)(
+        json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+    )
 
 
 def info(message: str, *, quiet: bool) -> None:
