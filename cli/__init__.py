@@ -1,8 +1,9 @@
 """The `hutch` command line. spec/cli.md is its contract: names, outputs, exit codes.
 
 Start-up time matters (`hutch --version` < 150 ms), so this package imports
-only click at load; every command imports the store, fetch and extract code it
-needs when it runs.
+nearly nothing at load: click only when the command line needs it (not for a
+plain `hutch install`, cli/quick.py), and every command the store, fetch and
+extract code it needs when it runs.
 """
 
 from __future__ import annotations
@@ -25,14 +26,22 @@ from typing import NoReturn
 gc.set_threshold(50_000, 10, 10)
 
 # After the threshold: its imports count.
-from hutch.cli.output import cannot_write, report, run  # noqa: E402
+from hutch.cli.output import cannot_write, guarded, report, run  # noqa: E402
 
 
 def main() -> NoReturn:
+    from hutch.cli import quick
+
+    # Everything imported lives as long as the process: frozen, it is never
+    # scanned again, and a forked worker's collections do not write to (and
+    # so copy) its pages.
+    plain = quick.parse(sys.argv[1:])
+    if plain is not None:  # a plain `hutch install`: no click (cli/quick.py)
+        ctx, args = plain
+        gc.freeze()
+        leave(guarded(lambda: quick.run(ctx, args)))
     from hutch.cli.app import app
 
-    # Everything imported lives as long as the process: never scanned again,
-    # and a forked worker's collections do not write to (and so copy) its pages.
     gc.freeze()
     leave(run(app))
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from hutch.cli.app import Context
+    from hutch.cli.options import Context
 
 
 def register(app: click.Group) -> None:

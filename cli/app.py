@@ -3,36 +3,22 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import click
 from hutch import __version__
 from hutch.cli import output
-
-if TYPE_CHECKING:
-    from hutch.extract import Limits
-    from hutch.fetch import FetchOptions
-    from hutch.store.digest import Pin
-    from hutch.store.journal import ArtifactRecord
-    from hutch.store.store import Store
+from hutch.cli.install import InstallArgs, run_install
+from hutch.cli.options import (
+    Context,
+    fetch_settings,
+    limit_settings,
+    one_source_only,
+    source_pin,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class Context:
-    store_option: str | None
-    verbose: bool
-    quiet: bool
-
-    def store(self) -> Store:
-        from hutch.store.store import Store, default_root
-
-        return Store.open(default_root(self.store_option))
-
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -123,31 +109,6 @@ def fetch_options(fn: F) -> F:
     )(fn)
 
 
-def fetch_settings(ctx: Context, timeout: float | None, retries: int | None) -> FetchOptions:
-    import sys
-
-    from hutch.fetch import FetchOptions
-
-    return FetchOptions.from_env(timeout, retries, not ctx.quiet and sys.stderr.isatty())
-
-
-def limit_settings(max_unpacked: str | None, max_entries: int | None) -> Limits:
-    from hutch.extract import Limits, parse_size
-    from hutch.store.errors import UsageError
-
-    try:
-        size = parse_size(max_unpacked) if max_unpacked else None
-    except ValueError as exc:
-        raise UsageError(f"invalid --max-unpacked {max_unpacked!r}: {exc}") from exc
-    return Limits.from_env(size, max_entries)
-
-
-def _pin(digest: str | None) -> Pin | None:
-    from hutch.store.digest import Pin
-
-    return Pin.parse(digest) if digest else None
-
-
 # -- add -------------------------------------------------------------------
 @app.command()
 @click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
@@ -186,12 +147,12 @@ def add(
     from hutch.store.add import AddRequest, add_all
     from hutch.store.errors import HutchError
 
-    _one_source_only(sources, digest=digest, name=name, mirrors=mirrors)
+    one_source_only(sources, digest=digest, name=name, mirrors=mirrors)
     fetch = fetch_settings(ctx, timeout, retries)
     limits = limit_settings(max_unpacked, max_entries)
     requests = []
     for given in sources:
-        source, pin = _source_pin(given, digest)
+        source, pin = source_pin(given, digest)
         requests.append(AddRequest(source, pin, name, mirrors, fetch, limits))
     results = add_all(ctx.store(), requests)
     lines = output.Lines()
@@ -212,34 +173,11 @@ def add(
         output.info(
             f"{added} artifact(s) committed all the same: `hutch ls` lists them", quiet=False
         )
-    _exit_on_failures(results, "sources")
-    if lines.failure is not None:
-        raise click.exceptions.Exit(lines.failure.exit_code)
-
-
-def _one_source_only(sources: Sequence[str], **options: object) -> None:
-    from hutch.store.errors import UsageError
-
-    given = [f"--{k}" for k, v in options.items() if v]
-    if len(sources) > 1 and given:
-        raise UsageError(
-            f"{' and '.join(given)} apply to one SOURCE, and {len(sources)} were given",
-            hint="pin each source as SOURCE#sha256=HEX, or add them one at a time",
-        )
-
-
-def _source_pin(given: str, digest: str | None) -> tuple[str, Pin | None]:
-    """The source without a `#sha256=HEX` fragment, and the pin from it or --digest."""
-    from hutch.store.errors import UsageError
-    from hutch.store.store import split_pin
-
-    source, pin = split_pin(given)
-    option = _pin(digest)
-    if pin is not None and option is not None and pin != option:
-        raise UsageError(
-            f"{given} pins {pin} but --digest says {option}", hint="give one digest, not two"
-        )
-    return source, pin or option
+    code = output.failures(results, "sources")
+    if not code and lines.failure is not None:
+        code = lines.failure.exit_code
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 # -- install ---------------------------------------------------------------
@@ -295,94 +233,19 @@ def install(
     A URL not in the store yet is added first (pin it with --digest or
     URL#sha256=HEX); several are added in parallel.
     """
-    from hutch.store.errors import HutchError, UsageError
-    from hutch.store.install import InstallOptions, install_all
-
-    if len(pairs) % 2:
-        raise UsageError(
-            f"install takes ARTIFACT DEST pairs; {len(pairs)} argument(s) leave "
-            f"{pairs[-1]!r} without a DEST",
-            hint="hutch install ARTIFACT DEST [ARTIFACT DEST]...",
-        )
-    refs, dests = pairs[0::2], [Path(d).absolute() for d in pairs[1::2]]
-    _one_source_only(refs, digest=digest)
-    twice = sorted({str(d) for d in dests if dests.count(d) > 1})
-    if twice:
-        raise UsageError(f"DEST {twice[0]} is given twice", hint="give each DEST once")
-    fetch = fetch_settings(ctx, timeout, retries)
-    limits = limit_settings(max_unpacked, max_entries)
-    store = ctx.store()
-    records = _resolve_or_add(store, [_source_pin(r, digest) for r in refs], fetch, limits)
-    options = InstallOptions(link, verify_level, force, strip_components, subdir, fetch, limits)
-    todo = list(zip(records, dests, strict=True))
-    results = install_all(store, todo, options)
-    for (record, dest), result in zip(todo, results, strict=True):
-        if isinstance(result, HutchError):
-            output.report(result)
-            continue
-        healed = f", repaired {result.repaired} damaged file(s) first" if result.repaired else ""
-        # One line, each link mode and each fallback cause said once (spec/install.md §3):
-        # `... 2373 files (2370 hardlink, 3 copy; hardlink refused: EPERM x3 — ...) in 0.41 s`
-        output.info(
-            f"installed {record.id[:12]} into {dest}: {result.files} files "
-            f"({result.summary}){healed} in {result.seconds:.2f} s",
-            quiet=ctx.quiet,
-        )
-        for warning in result.warnings:
-            output.warn(warning)
-    _exit_on_failures(results, "installs")
-
-
-def _exit_on_failures(results: Sequence[object], what: str) -> None:
-    """After several independent results were reported: exit with the first failure's code."""
-    from hutch.store.errors import HutchError
-
-    failed = [r for r in results if isinstance(r, HutchError)]
-    if failed:
-        if len(results) > 1:
-            output.info(f"{len(failed)} of {len(results)} {what} failed", quiet=False)
-        raise click.exceptions.Exit(failed[0].exit_code)
-
-
-def _resolve_or_add(
-    store: Store, refs: Sequence[tuple[str, Pin | None]], fetch: FetchOptions, limits: Limits
-) -> list[ArtifactRecord]:
-    """Each ref as a record: found by pin or ref, else (a URL) added, all missing at once."""
-    import re
-
-    from hutch.store.errors import DigestMismatch, HutchError
-
-    found: list[ArtifactRecord | None] = []
-    with store.journal.read() as txn:
-        for ref, pin in refs:
-            record = store.resolve(txn, str(pin)) if pin else None
-            found.append(record or store.resolve(txn, ref))
-    missing = [
-        i
-        for i, (ref, _) in enumerate(refs)
-        if found[i] is None and re.match(r"^(https?|file)://", ref, re.IGNORECASE)
-    ]
-    if missing:
-        from hutch.store.add import AddRequest, add_all
-
-        requests = [AddRequest(refs[i][0], refs[i][1], fetch=fetch, limits=limits) for i in missing]
-        for i, result in zip(missing, add_all(store, requests), strict=True):
-            if isinstance(result, HutchError):
-                raise result
-            with store.journal.read() as txn:
-                found[i] = txn.artifact(result.artifact)
-    records = []
-    for (ref, pin), hit in zip(refs, found, strict=True):
-        record = hit
-        if record is None:
-            with store.journal.read() as txn:
-                record = store.get(txn, ref)
-        if pin and record.digests.get(pin.algo, pin.hex) != pin.hex:
-            raise DigestMismatch(
-                f"artifact {record.id[:16]}",
-                algo=pin.algo,
-                expected=pin.hex,
-                got=record.digests[pin.algo],
-            )
-        records.append(record)
-    return records
+    args = InstallArgs(
+        pairs,
+        digest,
+        link,
+        verify_level,
+        force,
+        strip_components,
+        subdir,
+        timeout,
+        retries,
+        max_unpacked,
+        max_entries,
+    )
+    code = run_install(ctx, args)
+    if code:
+        raise click.exceptions.Exit(code)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 from hutch.cli import output
-from hutch.cli.app import Context, fetch_options, fetch_settings, limit_settings, pass_ctx
+from hutch.cli.app import fetch_options, pass_ctx
+from hutch.cli.options import Context, fetch_settings, limit_settings
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from hutch.cli import output
-from hutch.cli.app import Context, pass_ctx
+from hutch.cli.app import pass_ctx
 from hutch.cli.inspect import (
     complete_artifact,
     human_size,
@@ -20,6 +20,7 @@ from hutch.cli.inspect import (
     parse_duration,
     parse_size,
 )
+from hutch.cli.options import Context
 
 if TYPE_CHECKING:
     from hutch.store.doctor import Check, DoctorReport

@@ -4,7 +4,8 @@
     caused by: No space left on device (ENOSPC): /s/objects/ab/cd
     hint: free space on that filesystem, or point HUTCH_STORE at one with room
 
-No traceback unless -v.
+No traceback unless -v. No click here either: a plain `hutch install` runs
+without importing it (cli/quick.py), and what it says goes through here.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import click
-
 if TYPE_CHECKING:
+    import click
     from hutch.store.errors import HutchError
 
 VERBOSE = False
@@ -25,39 +25,49 @@ VERBOSE = False
 
 def run(app: click.Command) -> int:
     """Run the click app and turn every outcome into an exit code (spec/cli.md §Exit codes)."""
+    import click
+
     stdout = sys.stdout
+
+    def command() -> int:
+        try:
+            # Without standalone mode click returns a raised Exit's code instead
+            # (a command that reported several failures itself ends that way).
+            code = app.main(standalone_mode=False, prog_name="hutch")
+        except click.exceptions.Exit as exc:
+            return exc.exit_code
+        except click.Abort:  # click's KeyboardInterrupt (hutch asks no questions)
+            _echo("interrupted", err=True)
+            return 130
+        except click.ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        except SystemExit as exc:
+            # click meets EPIPE itself (`hutch ls | head`: a write after the reader
+            # left): it swaps in a stdout and stderr that ignore EPIPE when flushed,
+            # and exits 1 even without standalone mode (click.core, BaseCommand.main).
+            # The reader leaving is no failure.
+            if sys.stdout is not stdout:
+                return 0
+            return exc.code if isinstance(exc.code, int) else 1
+        return code if isinstance(code, int) else 0
+
+    return guarded(command)
+
+
+def guarded(command: Callable[[], int]) -> int:
+    """``command``'s exit code; what it raises, said and turned into one (spec/cli.md)."""
     try:
-        # Without standalone mode click returns a raised Exit's code instead
-        # (a command that reported several failures itself ends that way).
-        code = app.main(standalone_mode=False, prog_name="hutch")
-        if isinstance(code, int):
-            return code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+        return command()
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        _echo("interrupted", err=True)
         return 130
-    except SystemExit as exc:
-        # click meets EPIPE itself (`hutch ls | head`: a write after the reader
-        # left): it swaps in a stdout and stderr that ignore EPIPE when flushed,
-        # and exits 1 even without standalone mode (click.core, BaseCommand.main).
-        # The reader leaving is no failure.
-        if sys.stdout is not stdout:
-            return 0
-        return exc.code if isinstance(exc.code, int) else 1
     except BrokenPipeError:
-        # The same, met outside click's main: not an error worth a message.
+        # The reader left (click's main meets it first inside a click command).
         sys.stderr.close()
         return 0
     except Exception as exc:
         return _failed(exc)
-    return 0
 
 
 def _failed(exc: Exception) -> int:
@@ -102,7 +112,7 @@ def report(exc: BaseException, *, internal: bool = False) -> None:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    click.echo("\n".join(lines), err=True)
+    _echo("\n".join(lines), err=True)
 
 
 def _plain(exc: BaseException) -> str:
@@ -117,7 +127,7 @@ def _plain(exc: BaseException) -> str:
 def out(text: str) -> None:
     """The command's result, to stdout: every command writes its output through here."""
     with writing():
-        click.echo(text)
+        _echo(text)
 
 
 @contextlib.contextmanager
@@ -169,7 +179,7 @@ class Lines:
         if self.stopped:
             return
         try:
-            click.echo(text)
+            _echo(text)
         except BrokenPipeError:
             self.stopped = True
         except OSError as exc:
@@ -191,13 +201,35 @@ def emit_json(data: Any, lines: Lines | None = None) -> None:
     )
 
 
+def failures(results: Sequence[object], what: str) -> int:
+    """After several independent results were reported: the first failure's exit code, or 0."""
+    from hutch.store.errors import HutchError
+
+    failed = [r for r in results if isinstance(r, HutchError)]
+    if not failed:
+        return 0
+    if len(results) > 1:
+        info(f"{len(failed)} of {len(results)} {what} failed", quiet=False)
+    return failed[0].exit_code
+
+
 def info(message: str, *, quiet: bool) -> None:
     if not quiet:
-        click.echo(message, err=True)
+        _echo(message, err=True)
 
 
 def warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
+    _echo(f"warning: {message}", err=True)
+
+
+def _echo(text: str, *, err: bool = False) -> None:
+    """One line to stdout or stderr, flushed: what click.echo does with text on a
+    POSIX stream, without importing click."""
+    stream = sys.stderr if err else sys.stdout
+    if stream is None:  # started without that descriptor (pythonw, `2>&-`)
+        return
+    stream.write(text + "\n")
+    stream.flush()
 
 
 def use_color() -> bool:

@@ -471,7 +471,8 @@ def test_install_and_add_import_no_other_command_module() -> None:
         "print(sorted(m for m in sys.modules if m.startswith('hutch.cli.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['hutch.cli.app', 'hutch.cli.output']"
+    expected = ["hutch.cli.app", "hutch.cli.install", "hutch.cli.options", "hutch.cli.output"]
+    assert out.stdout.strip() == str(expected)
     listed = subprocess.run(
         [sys.executable, "-m", "hutch", "--help"], capture_output=True, text=True, check=True
     )
