@@ -32,16 +32,16 @@ from hutch.cli.output import cannot_write, guarded, report, run  # noqa: E402
 def main() -> NoReturn:
     from hutch.cli import quick
 
-    # Everything imported lives as long as the process: frozen, it is never
-    # scanned again, and a forked worker's collections do not write to (and
-    # so copy) its pages.
     plain = quick.parse(sys.argv[1:])
     if plain is not None:  # a plain `hutch install`: no click (cli/quick.py)
         ctx, args = plain
-        gc.freeze()
+        gc.freeze()  # as below
         leave(guarded(lambda: quick.run(ctx, args)))
     from hutch.cli.app import app
 
+    # Everything imported lives as long as the process: frozen, it is never
+    # scanned again, and a forked worker's collections do not write to (and
+    # so copy) its pages.
     gc.freeze()
     leave(run(app))
 
@@ -75,6 +75,6 @@ def leave(code: int) -> NoReturn:
             code = 1
             with contextlib.suppress(OSError, AttributeError):
                 report(cannot_write(exc))
-    with contextlib.suppress(OSError, AttributeError):
+    with contextlib.suppress(OSError, AttributeError, ValueError):
         sys.stderr.flush()
     os._exit(code)

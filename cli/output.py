@@ -14,7 +14,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     import click
@@ -37,7 +37,7 @@ def run(app: click.Command) -> int:
         except click.exceptions.Exit as exc:
             return exc.exit_code
         except click.Abort:  # click's KeyboardInterrupt (hutch asks no questions)
-            _echo("interrupted", err=True)
+            _echo("interrupted", err=True)  # after the newline click wrote past the ^C
             return 130
         except click.ClickException as exc:
             exc.show()
@@ -60,11 +60,12 @@ def guarded(command: Callable[[], int]) -> int:
     try:
         return command()
     except KeyboardInterrupt:
-        _echo("interrupted", err=True)
+        _echo("\ninterrupted", err=True)  # past the ^C the terminal shows
         return 130
     except BrokenPipeError:
-        # The reader left (click's main meets it first inside a click command).
-        sys.stderr.close()
+        # The reader of stdout left (`hutch ls | head`): no failure. Inside a
+        # click command click's main meets it first; here a plain install.
+        _drop_broken(sys.stdout)
         return 0
     except Exception as exc:
         return _failed(exc)
@@ -136,8 +137,8 @@ def writing() -> Iterator[None]:
 
     Without this, a full disk behind a redirect (`hutch ls > f`) would be
     reported as a bare `No space left on device (ENOSPC)`, which reads as the
-    store's disk. A reader that left (EPIPE) is not a failure: click and
-    run() handle it.
+    store's disk. A reader that left (EPIPE) is not a failure: click's main
+    and guarded() handle it.
     """
     try:
         yield
@@ -223,13 +224,48 @@ def warn(message: str) -> None:
 
 
 def _echo(text: str, *, err: bool = False) -> None:
-    """One line to stdout or stderr, flushed: what click.echo does with text on a
-    POSIX stream, without importing click."""
+    """One line to stdout or stderr, flushed, without importing click.
+
+    Text the stream's encoding cannot hold (PYTHONIOENCODING=ascii, a name in
+    another script) is written backslash-escaped, not refused: click.echo
+    wrote `?` there on an ASCII stream and failed on any other. A stderr
+    whose reader left (`2>&1 | head -1`) takes no more messages, and the
+    command goes on: its exit code still says how it went.
+    """
     stream = sys.stderr if err else sys.stdout
-    if stream is None:  # started without that descriptor (pythonw, `2>&-`)
+    if stream is None:  # started without that descriptor (`2>&-`)
         return
-    stream.write(text + "\n")
-    stream.flush()
+    line = text + "\n"
+    try:
+        try:
+            stream.write(line)
+        except UnicodeEncodeError:
+            encoding = stream.encoding or "utf-8"
+            stream.write(line.encode(encoding, "backslashreplace").decode(encoding))
+        stream.flush()
+    except BrokenPipeError:
+        if not err:
+            raise
+        _drop_broken(stream)
+
+
+def _drop_broken(stream: TextIO | None) -> None:
+    """Send ``stream`` to /dev/null if its pipe has no reader: what it still
+    holds, and all it is given later, goes nowhere instead of failing again
+    when the command exits and flushes it."""
+    if stream is None:
+        return
+    try:
+        stream.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, stream.fileno())
+            finally:
+                os.close(null)
+    except (OSError, ValueError):
+        pass  # another failure, or a closed stream: said elsewhere
 
 
 def use_color() -> bool:

@@ -19,10 +19,12 @@ command line this reads against click's reading of it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hutch.cli.install import InstallArgs
+from hutch.cli import output
+from hutch.cli.install import InstallArgs, run_install
 from hutch.cli.options import Context
 
 # An option: the field it sets and how its value is read (None: a flag).
@@ -77,6 +79,8 @@ _INSTALL: dict[str, _Option] = {
 
 def parse(argv: Sequence[str]) -> tuple[Context, InstallArgs] | None:
     """``argv`` (without the program) as a plain install, or None: click reads it."""
+    if "_HUTCH_COMPLETE" in os.environ:  # click's shell completion asks, not a user
+        return None
     given: dict[str, Any] = {}
     i = 0
     while i < len(argv) and argv[i] != "install":
@@ -135,8 +139,5 @@ def _take(argv: Sequence[str], i: int, known: dict[str, _Option], into: dict[str
 
 def run(ctx: Context, args: InstallArgs) -> int:
     """The install, as the click command would run it: its exit code."""
-    from hutch.cli import output
-    from hutch.cli.install import run_install
-
     output.VERBOSE = ctx.verbose
     return run_install(ctx, args)

@@ -226,3 +226,48 @@ def test_a_reader_that_leaves_early_gets_all_it_read_and_no_error(
     assert proc.wait(timeout=60) == 0
     assert first == full.splitlines(keepends=True)[0]
     assert err == ""
+
+
+def _stderr_gone(hutch: Hutch, *args: str) -> subprocess.CompletedProcess[str]:
+    """`hutch ARGS 2>&1 | head -0`: stderr is a pipe whose reader has left."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "hutch", "--store", str(hutch.store), *args],
+            stdout=subprocess.PIPE,
+            stderr=write,
+            text=True,
+            env=hutch.env,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+
+
+def test_a_stderr_nobody_reads_changes_no_exit_code(hutch: Hutch, tmp_path: Path) -> None:
+    """The messages go nowhere; the command still runs to its end and exits as it went:
+    a plain install (read without click) and an add (through click) alike."""
+    artifact = hutch.ok("add", str(_tar(tmp_path / "a.tar", "a.txt", b"a"))).strip()
+    ok_dest = tmp_path / "d1"
+    ok = _stderr_gone(hutch, "install", artifact, str(ok_dest))
+    assert ok.returncode == 0
+    assert (ok_dest / "a.txt").read_bytes() == b"a"
+    # The first pair's summary line meets the broken pipe; the second pair (its DEST
+    # exists) still fails, and says so by its exit code.
+    failed = _stderr_gone(hutch, "install", artifact, str(tmp_path / "d2"), artifact, str(ok_dest))
+    assert failed.returncode == 2
+    assert (tmp_path / "d2" / "a.txt").exists()
+    added = _stderr_gone(hutch, "add", str(_tar(tmp_path / "b.tar", "b.txt", b"b")), "missing.tar")
+    assert added.returncode == 4
+    assert len(added.stdout.split()) == 1  # the id of what was committed, on stdout as usual
+
+
+def test_text_the_output_s_encoding_cannot_hold_is_escaped(hutch: Hutch, tmp_path: Path) -> None:
+    """An ASCII stdout (PYTHONIOENCODING=ascii) and a non-ASCII name: written escaped,
+    not an internal error."""
+    hutch.ok("add", "--name", "café", str(_tar(tmp_path / "a.tar", "a.txt", b"a")))
+    done = hutch("ls", env={"PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0, done.stderr
+    assert "caf\\xe9" in done.stdout
