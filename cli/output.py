@@ -40,7 +40,10 @@ def run(app: click.Command) -> int:
             _echo("interrupted", err=True)  # after the newline click wrote past the ^C
             return 130
         except click.ClickException as exc:
-            exc.show()
+            try:
+                exc.show()  # click's usage text, written by click
+            except BrokenPipeError:
+                _drop_broken(sys.stderr)
             return exc.exit_code
         except SystemExit as exc:
             # click meets EPIPE itself (`hutch ls | head`: a write after the reader
@@ -62,11 +65,12 @@ def guarded(command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         _echo("\ninterrupted", err=True)  # past the ^C the terminal shows
         return 130
-    except BrokenPipeError:
-        # The reader of stdout left (`hutch ls | head`): no failure. Inside a
-        # click command click's main meets it first; here a plain install.
-        _drop_broken(sys.stdout)
-        return 0
+    except BrokenPipeError as exc:
+        # The reader of stdout left (`hutch ls | head`): no failure. (Inside a
+        # click command click's main meets it first.) Any other pipe is one.
+        if _drop_broken(sys.stdout):
+            return 0
+        return _failed(exc)
     except Exception as exc:
         return _failed(exc)
 
@@ -112,7 +116,7 @@ def report(exc: BaseException, *, internal: bool = False) -> None:
     if VERBOSE:
         import traceback
 
-        traceback.print_exception(exc, file=sys.stderr)
+        _echo("".join(traceback.format_exception(exc)).rstrip("\n"), err=True)
     _echo("\n".join(lines), err=True)
 
 
@@ -197,9 +201,11 @@ def emit_json(data: Any, lines: Lines | None = None) -> None:
     """``data`` as JSON to stdout, through ``lines`` for a command that goes on after it."""
     import json
 
-    (lines.out if lines is not None else out)(
-        json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
-    )
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+    if not _holds(sys.stdout, text):
+        # JSON's own escapes (\u00e9), not _echo's backslashes: still JSON.
+        text = json.dumps(data, indent=2, sort_keys=True)
+    (lines.out if lines is not None else out)(text)
 
 
 def failures(results: Sequence[object], what: str) -> int:
@@ -227,10 +233,10 @@ def _echo(text: str, *, err: bool = False) -> None:
     """One line to stdout or stderr, flushed, without importing click.
 
     Text the stream's encoding cannot hold (PYTHONIOENCODING=ascii, a name in
-    another script) is written backslash-escaped, not refused: click.echo
-    wrote `?` there on an ASCII stream and failed on any other. A stderr
-    whose reader left (`2>&1 | head -1`) takes no more messages, and the
-    command goes on: its exit code still says how it went.
+    another script) is written backslash-escaped (`caf\\xe9`), not refused
+    as an internal error. A stderr whose reader left (`2>&1 | head -1`)
+    takes no more messages, and the command goes on: its exit code still
+    says how it went.
     """
     stream = sys.stderr if err else sys.stdout
     if stream is None:  # started without that descriptor (`2>&-`)
@@ -249,12 +255,21 @@ def _echo(text: str, *, err: bool = False) -> None:
         _drop_broken(stream)
 
 
-def _drop_broken(stream: TextIO | None) -> None:
-    """Send ``stream`` to /dev/null if its pipe has no reader: what it still
-    holds, and all it is given later, goes nowhere instead of failing again
-    when the command exits and flushes it."""
+def _holds(stream: TextIO | None, text: str) -> bool:
+    """Whether ``stream``'s encoding can write ``text`` as it is."""
+    try:
+        text.encode(getattr(stream, "encoding", None) or "utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _drop_broken(stream: TextIO | None) -> bool:
+    """Whether ``stream``'s pipe has no reader; if so, it now goes to /dev/null:
+    what it still holds (a failed write stays buffered), and all it is given
+    later, goes nowhere instead of failing again when the command exits."""
     if stream is None:
-        return
+        return False
     try:
         stream.flush()
     except BrokenPipeError:
@@ -264,8 +279,10 @@ def _drop_broken(stream: TextIO | None) -> None:
                 os.dup2(null, stream.fileno())
             finally:
                 os.close(null)
+        return True
     except (OSError, ValueError):
         pass  # another failure, or a closed stream: said elsewhere
+    return False
 
 
 def use_color() -> bool:

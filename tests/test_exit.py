@@ -7,6 +7,7 @@ what it must handle, the last ones run the `hutch` command itself.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -262,6 +263,14 @@ def test_a_stderr_nobody_reads_changes_no_exit_code(hutch: Hutch, tmp_path: Path
     added = _stderr_gone(hutch, "add", str(_tar(tmp_path / "b.tar", "b.txt", b"b")), "missing.tar")
     assert added.returncode == 4
     assert len(added.stdout.split()) == 1  # the id of what was committed, on stdout as usual
+    # -v's tracebacks, and click's usage errors, meet the broken pipe too.
+    for args, code in [
+        (["-v", "install", "no-such-artifact", str(tmp_path / "d4")], 2),
+        (["-v", "add", "missing.tar"], 4),
+        (["install"], 2),
+        (["--bogus"], 2),
+    ]:
+        assert _stderr_gone(hutch, *args).returncode == code, args
 
 
 def test_text_the_output_s_encoding_cannot_hold_is_escaped(hutch: Hutch, tmp_path: Path) -> None:
@@ -271,3 +280,7 @@ def test_text_the_output_s_encoding_cannot_hold_is_escaped(hutch: Hutch, tmp_pat
     done = hutch("ls", env={"PYTHONIOENCODING": "ascii"})
     assert done.returncode == 0, done.stderr
     assert "caf\\xe9" in done.stdout
+    # JSON stays JSON: its own escapes.
+    done = hutch("ls", "--json", env={"PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["names"] == ["café"]
