@@ -9,7 +9,7 @@ from typing import Any, ClassVar, TypeVar
 import click
 from hutch import __version__
 from hutch.cli import output
-from hutch.cli.install import InstallArgs, run_install
+from hutch.cli.install import LINK_MODES, VERIFY_LEVELS, InstallArgs, run_install
 from hutch.cli.options import (
     Context,
     fetch_settings,
@@ -190,7 +190,7 @@ def add(
 )
 @click.option(
     "--link",
-    type=click.Choice(["auto", "reflink", "hardlink", "copy", "symlink"]),
+    type=click.Choice(LINK_MODES),
     default="auto",
     show_default=True,
     help="How files are placed in DEST.",
@@ -198,7 +198,7 @@ def add(
 @click.option(
     "--verify",
     "verify_level",
-    type=click.Choice(["stat", "full", "none"]),
+    type=click.Choice(VERIFY_LEVELS),
     default="stat",
     show_default=True,
     help="Check objects before linking.",

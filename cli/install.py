@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from hutch.store.verify import Level
 
 
+# The values of --link and --verify, for click (cli/app.py) and cli/quick.py
+# alike; the store's own (store/link.py MODES, store/verify.py Level) without
+# importing those at start-up. tests/test_quick.py holds them to each other.
+LINK_MODES: tuple[LinkMode, ...] = ("auto", "reflink", "hardlink", "copy", "symlink")
+VERIFY_LEVELS: tuple[Level, ...] = ("stat", "full", "none")
+
+
 class InstallArgs(NamedTuple):
     """`hutch install`'s arguments and options, as parsed (by click or cli/quick.py)."""
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hutch.cli import output
-from hutch.cli.install import InstallArgs, run_install
+from hutch.cli.install import LINK_MODES, VERIFY_LEVELS, InstallArgs, run_install
 from hutch.cli.options import Context
 
 # An option: the field it sets and how its value is read (None: a flag).
@@ -65,8 +65,8 @@ _GLOBAL: dict[str, _Option] = {
 # cli/app.py's `install`; tests/test_quick.py holds the two lists to each other.
 _INSTALL: dict[str, _Option] = {
     "--digest": ("digest", str),
-    "--link": ("link", _choice("auto", "reflink", "hardlink", "copy", "symlink")),
-    "--verify": ("verify_level", _choice("stat", "full", "none")),
+    "--link": ("link", _choice(*LINK_MODES)),
+    "--verify": ("verify_level", _choice(*VERIFY_LEVELS)),
     "--force": ("force", None),
     "--strip-components": ("strip_components", _count),
     "--subdir": ("subdir", str),

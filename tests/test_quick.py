@@ -15,14 +15,17 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import get_args
 
 import click
 import pytest
 from conftest import Hutch, tree
 from hutch.cli import app as app_module
 from hutch.cli import output, quick
-from hutch.cli.install import InstallArgs
+from hutch.cli.install import LINK_MODES, VERIFY_LEVELS, InstallArgs
 from hutch.cli.options import Context
+from hutch.store.link import MODES
+from hutch.store.verify import Level
 
 Reading = tuple[Context, InstallArgs]
 ClickReading = Callable[[Sequence[str]], Reading | click.ClickException]
@@ -140,7 +143,10 @@ def test_what_quick_does_not_read_is_left_to_click(argv: list[str]) -> None:
 
 
 def test_quick_knows_install_s_options_as_click_declares_them() -> None:
-    """The two tables of options agree: same names, same choices."""
+    """The two tables of options agree: same names, same choices; and the choices
+    are the store's own."""
+    assert LINK_MODES == MODES
+    assert set(VERIFY_LEVELS) == set(get_args(Level))
     declared = {
         name: param
         for param in app_module.install.params
